@@ -1,0 +1,101 @@
+"""Query understanding: what the user typed → the structured query every later stage reads.
+
+Public entry point: `QueryUnderstanding(config).run(QueryInput(text=...)) -> UnderstoodQuery`.
+
+Baseline (this stage today): normalization (width, case, traditional→simplified with
+OpenCC, punctuation/emoji/control characters, protected symbol names) and tokenization
+with jieba + the business dictionary; dictionary entity types are attached to tokens.
+Term weights are uniform and marked as such; correction, the NER tagger and intent
+classification plug in here through the same output object.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .normalize import normalize, normalize_doc_text, register_protected_names
+from .tokenize import Tokenizer, get_tokenizer
+
+
+@dataclass
+class QueryInput:
+    text: str
+    user_id: str | None = None
+
+
+@dataclass
+class QueryToken:
+    text: str
+    weight: float = 1.0
+    entity_type: str | None = None  # from the business dictionary (artist, song, show), if any
+
+
+@dataclass
+class Entity:
+    text: str
+    type: str
+    token_start: int
+    token_end: int  # exclusive
+    source: str = "dictionary"
+    score: float = 1.0
+
+
+@dataclass
+class Correction:
+    original: str
+    corrected: str
+    reason: str
+    confidence: float
+    applied: bool
+
+
+@dataclass
+class UnderstoodQuery:
+    raw: str
+    normalized: str
+    tokens: list[QueryToken] = field(default_factory=list)
+    entities: list[Entity] = field(default_factory=list)
+    intents: dict[str, float] = field(default_factory=dict)
+    corrections: list[Correction] = field(default_factory=list)
+    rewrites: list[str] = field(default_factory=list)
+    explain: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def terms(self) -> list[str]:
+        return [t.text for t in self.tokens]
+
+    @property
+    def weights(self) -> list[float]:
+        return [t.weight for t in self.tokens]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class QueryUnderstanding:
+    """Baseline stage: normalize + tokenize (+ dictionary entity types)."""
+
+    name = "baseline"
+
+    def __init__(self, dictionary: str | Path | None = None, config: dict[str, Any] | None = None):
+        self.config = config or {}
+        self.tokenizer: Tokenizer = get_tokenizer(dictionary)
+        self.entity_types = {e.word: e.tag for e in self.tokenizer.entries}
+
+    def run(self, inp: QueryInput) -> UnderstoodQuery:
+        t0 = time.perf_counter()
+        norm = normalize(inp.text or "")
+        toks = self.tokenizer.tokenize(norm)
+        tokens = [QueryToken(t, 1.0, self.entity_types.get(t)) for t in toks]
+        entities = [Entity(t.text, t.entity_type, i, i + 1) for i, t in enumerate(tokens) if t.entity_type]
+        return UnderstoodQuery(
+            raw=inp.text, normalized=norm, tokens=tokens, entities=entities,
+            explain={"stage": self.name, "steps": ["normalize", "tokenize"], "term_weights": "uniform",
+                     "ms": round((time.perf_counter() - t0) * 1000, 3)},
+        )
+
+
+__all__ = ["QueryUnderstanding", "QueryInput", "UnderstoodQuery", "QueryToken", "Entity", "Correction",
+           "normalize", "normalize_doc_text", "register_protected_names", "Tokenizer", "get_tokenizer"]

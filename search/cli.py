@@ -1,0 +1,263 @@
+"""`mvsearch` command line. Every command that reads an index takes the same engine/index
+options (or one `--config FILE`)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DEMO_DIR = Path("var/demo")
+
+
+def _engine_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("engine / index")
+    g.add_argument("--config", help="TOML config file (defaults: search/default_config.toml)")
+    g.add_argument("--engine", choices=["embedded", "elasticsearch"], help="override [engine] kind")
+    g.add_argument("--index-dir", help="index bundle directory (override [engine] index_dir)")
+    g.add_argument("--es-url", help="Elasticsearch URL (override [engine] es_url)")
+    g.add_argument("--index", dest="es_index", help="Elasticsearch alias (override [engine] es_index)")
+
+
+def _config_from(args: argparse.Namespace) -> dict[str, Any]:
+    from .config import load_config
+
+    eng: dict[str, Any] = {}
+    for key, attr in (("kind", "engine"), ("index_dir", "index_dir"), ("es_url", "es_url"), ("es_index", "es_index")):
+        if getattr(args, attr, None):
+            eng[key] = getattr(args, attr)
+    return load_config(getattr(args, "config", None), {"engine": eng} if eng else None)
+
+
+def cmd_kb_build(args: argparse.Namespace) -> int:
+    from .kb.build import DEFAULT_OUT, build_kb
+
+    kb = build_kb(args.data, args.out or DEFAULT_OUT)
+    print(f"knowledge base: {len(kb['artists'])} artists, {len(kb['songs'])} songs, {len(kb['shows'])} shows, "
+          f"{len(kb['lyrics'])} lyric lines → {args.out or DEFAULT_OUT}")
+    return 0
+
+
+def cmd_catalog_demo(args: argparse.Namespace) -> int:
+    from .demo_catalog import write_demo_catalog
+
+    out = write_demo_catalog(args.out, size=args.size, seed=args.seed, progress=not args.quiet)
+    print(f"demo catalog: {args.size} videos → {out} (business dictionary → {out.with_name('dictionary.txt')})")
+    return 0
+
+
+def cmd_index_build(args: argparse.Namespace) -> int:
+    from .indexer import build_index
+
+    cfg = _config_from(args)
+    ec = cfg["engine"]
+    res = build_index(args.catalog, ec["index_dir"], engine=ec["kind"], es_url=ec.get("es_url"), es_index=ec.get("es_index"),
+                      dictionary=args.dictionary, index_config=args.index_config, show_progress=not args.quiet)
+    print(res.report.summary())
+    print(f"index {res.version_name} ({res.engine}): {res.docs} videos in {res.seconds:.1f}s → {res.bundle_dir}")
+    if res.extra.get("es_index"):
+        print(f"elasticsearch: {res.extra['es_index']} behind alias {res.extra['es_alias']}")
+    return 0
+
+
+def _print_result(res: Any, as_json: bool, explain: bool) -> None:
+    from .api import to_response
+
+    resp = to_response(res, explain)
+    if as_json:
+        print(resp.model_dump_json(indent=1, exclude_none=True))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    q = resp.query
+    console.print(f"[bold]{q.raw}[/] → normalized [cyan]{q.normalized}[/] tokens {[t.text for t in q.tokens]}  "
+                  f"({resp.total} candidates, {resp.took_ms} ms, {resp.engine} {resp.index_version})")
+    for w in resp.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+    t = Table(show_lines=False)
+    for col in ("#", "score", "grade", "title", "artists", "category", "plays", "sources"):
+        t.add_column(col)
+    for h in resp.results:
+        t.add_row(str(h.rank), f"{h.score:.3f}", str(h.relevance_grade), h.title[:48], ",".join(h.artists)[:16], h.category,
+                  str(h.play_count), ",".join(h.sources))
+    console.print(t)
+    if explain:
+        for h in resp.results:
+            console.print(f"[bold]{h.rank}. {h.video_id}[/] {json.dumps(h.explain, ensure_ascii=False)}")
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from .pipeline import SearchPipeline, SearchRequest
+
+    pipe = SearchPipeline(_config_from(args))
+    try:
+        res = pipe.search(SearchRequest(args.text, args.user_id, 1, args.size, args.explain))
+        _print_result(res, args.json, args.explain)
+    finally:
+        pipe.close()
+    return 0
+
+
+def cmd_eval_search(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_search, load_judgements
+    from .pipeline import SearchPipeline
+
+    queries, qrels = load_judgements(args.queries, args.qrels)
+    pipe = SearchPipeline(_config_from(args))
+    try:
+        rep = evaluate_search(pipe, queries, qrels, run_path=args.run, progress=not args.json)
+    finally:
+        pipe.close()
+    s = rep.summary()
+    if args.json:
+        print(json.dumps(s, ensure_ascii=False, indent=1))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(title=f"eval search ({s['queries']} queries, {s['judged_pairs']} judged pairs)")
+        for k in ("NDCG@10", "NDCG@20", "Recall@100", "MRR", "AUC(3,2 vs 0)"):
+            t.add_column(k)
+        t.add_row(*(str(s[k]) for k in ("NDCG@10", "NDCG@20", "Recall@100", "MRR", "AUC(3,2 vs 0)")))
+        Console().print(t)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .api import create_app
+    from .pipeline import SearchPipeline
+
+    cfg = _config_from(args)
+    pipe = SearchPipeline(cfg)
+    host = args.host or cfg["server"]["host"]
+    port = int(args.port or cfg["server"]["port"])
+    print(f"mvsearch serving {pipe.manifest['docs']} videos ({pipe.engine.name}, {pipe.manifest['version_name']}) "
+          f"on http://{host}:{port}  (API docs: /docs)", flush=True)
+    uvicorn.run(create_app(pipe), host=host, port=port, log_level="info")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Build the demo catalog and index if missing, then serve (the README's first command)."""
+    from .demo_catalog import write_demo_catalog
+    from .indexer import CURRENT, build_index
+
+    d = Path(args.dir)
+    catalog = d / "docs.jsonl"
+    if not catalog.exists() or args.rebuild:
+        write_demo_catalog(catalog, size=args.size, seed=args.seed)
+        print(f"demo catalog: {args.size} videos → {catalog}")
+    if not (d / "index" / CURRENT).exists() or args.rebuild:
+        res = build_index(catalog, d / "index", engine="embedded")
+        print(res.report.summary())
+        print(f"index {res.version_name}: {res.docs} videos in {res.seconds:.1f}s")
+    if args.no_serve:
+        return 0
+    ns = argparse.Namespace(config=args.config, engine="embedded", index_dir=str(d / "index"), es_url=None, es_index=None,
+                            host=args.host, port=args.port)
+    return cmd_serve(ns)
+
+
+def cmd_es(args: argparse.Namespace, rest: list[str]) -> int:
+    from . import es_local
+
+    return es_local.main(rest) or 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mvsearch", description="music-video search engine")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    kb = sub.add_parser("kb", help="knowledge base").add_subparsers(dest="sub", required=True)
+    b = kb.add_parser("build", help="build search/kb/kb.json.gz from ../shared/data")
+    b.add_argument("--data", default=os.environ.get("MVSEARCH_SHARED_DATA", "../shared/data"))
+    b.add_argument("--out")
+    b.set_defaults(func=cmd_kb_build)
+
+    cat = sub.add_parser("catalog", help="catalogs").add_subparsers(dest="sub", required=True)
+    c = cat.add_parser("demo", help="generate the demo catalog (docs.jsonl) and business dictionary")
+    c.add_argument("--out", default=str(DEFAULT_DEMO_DIR / "docs.jsonl"))
+    c.add_argument("--size", type=int, default=20_000, help="videos (1000000 for benchmarks)")
+    c.add_argument("--seed", type=int, default=7)
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(func=cmd_catalog_demo)
+
+    ix = sub.add_parser("index", help="indexes").add_subparsers(dest="sub", required=True)
+    i = ix.add_parser("build", help="validate, tokenize and index a catalog (atomic version switch)")
+    i.add_argument("--catalog", required=True)
+    i.add_argument("--dictionary", help="business dictionary (jieba format); default: from the bundled knowledge base")
+    i.add_argument("--index-config", help="index definition (default: index_config/index.json)")
+    i.add_argument("--quiet", action="store_true")
+    _engine_args(i)
+    i.set_defaults(func=cmd_index_build)
+
+    s = sub.add_parser("serve", help="run the search API")
+    _engine_args(s)
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.set_defaults(func=cmd_serve)
+
+    q = sub.add_parser("query", help="run one query through the pipeline")
+    q.add_argument("text")
+    q.add_argument("--explain", action="store_true")
+    q.add_argument("--json", action="store_true")
+    q.add_argument("--size", type=int, default=10)
+    q.add_argument("--user-id")
+    _engine_args(q)
+    q.set_defaults(func=cmd_query)
+
+    ev = sub.add_parser("eval", help="offline evaluation").add_subparsers(dest="sub", required=True)
+    e = ev.add_parser("search", help="NDCG@10/20, Recall@100, MRR, AUC of the whole pipeline on judged queries")
+    e.add_argument("--queries", required=True, help='queries.jsonl: {"qid","query"}')
+    e.add_argument("--qrels", required=True, help='qrels.jsonl: {"qid","video_id","grade"}')
+    e.add_argument("--json", action="store_true")
+    e.add_argument("--run", help="also write the ranked results (TREC run format)")
+    _engine_args(e)
+    e.set_defaults(func=cmd_eval_search)
+
+    d = sub.add_parser("demo", help="build the demo catalog + embedded index if missing, then serve")
+    d.add_argument("--dir", default=str(DEFAULT_DEMO_DIR))
+    d.add_argument("--size", type=int, default=20_000)
+    d.add_argument("--seed", type=int, default=7)
+    d.add_argument("--rebuild", action="store_true")
+    d.add_argument("--no-serve", action="store_true")
+    d.add_argument("--config")
+    d.add_argument("--host")
+    d.add_argument("--port", type=int)
+    d.set_defaults(func=cmd_demo)
+
+    es = sub.add_parser("es", help="local Elasticsearch for tests/dev: start | stop | fetch (see search/es_local.py)", add_help=False)
+    es.set_defaults(func=None)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "es":
+        from . import es_local
+        return es_local.main(argv[1:]) or 0
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"mvsearch: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        from .engines.base import EngineUnavailable
+        if isinstance(e, EngineUnavailable):
+            print(f"mvsearch: error: {e}", file=sys.stderr)
+            return 3
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Data contracts shared by the pipeline stages (SPEC: each stage is input dataclass →
+output dataclass). A stage reads and adds to candidates; it never reaches into another
+stage's internals."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from query_understanding import UnderstoodQuery
+
+
+@dataclass
+class Candidate:
+    video_id: str
+    sources: dict[str, float] = field(default_factory=dict)   # recall route → route score
+    recall_score: float = 0.0
+    doc: dict[str, Any] | None = None                           # stored record + tokenized fields
+    relevance: dict[str, float] = field(default_factory=dict)   # per-scorer / per-feature values
+    relevance_score: float = 0.0
+    grade: int | None = None
+    rank_score: float = 0.0
+    rank_features: dict[str, float] = field(default_factory=dict)
+    explain: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StageInput:
+    query: UnderstoodQuery
+    candidates: list[Candidate]
+    user_id: str | None = None
+    now_ts: float = 0.0
+    rewrite_terms: list[list[str]] = field(default_factory=list)  # tokenized rewrites used by recall
+
+
+@dataclass
+class StageOutput:
+    candidates: list[Candidate]
+    explain: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RecallInput:
+    query: UnderstoodQuery
+    now_ts: float
+    user_id: str | None = None
