@@ -67,9 +67,24 @@ class CatalogGenerator:
         self.artists = [a for a in kb.artists if self.songs_by_artist.get(a["name"])]
         self.artists.sort(key=lambda a: (-a["popularity"], a["name"]))
         # Zipf over artist popularity rank: a few artists own most videos, as on real platforms.
-        # A Chinese music app: local-language artists get more uploads than foreign ones.
-        self.pick_artist = _zipf_sampler([(1.0 if a.get("language") in ("zh", "yue") else 0.5) / (r + 8) ** 1.15
-                                          for r, a in enumerate(self.artists)], rng)
+        # Two tiers, as on a real platform: the few hundred artists users search most (the
+        # curated list, in its order) get most uploads; the long tail of the KB gets the rest,
+        # local-language artists more than foreign ones.
+        self.head = sorted((a for a in self.artists if "curated_rank" in a), key=lambda a: a["curated_rank"])
+        self.tail = [a for a in self.artists if "curated_rank" not in a]
+        self.pick_head = _zipf_sampler([1.0 / (r + 5) ** 0.9 for r in range(len(self.head))], rng) if self.head else None
+        self.pick_tail = _zipf_sampler([(1.0 if a.get("language") in ("zh", "yue") else 0.5) / (r + 8) ** 1.1
+                                        for r, a in enumerate(self.tail)], rng)
+        # Songs sharing a title across artists (the article's 会不会 case) get their own share.
+        by_title: dict[str, set[str]] = {}
+        for s in kb.songs:
+            by_title.setdefault(s["title"], set()).update(s["artists"])
+        head_names = {a["name"] for a in self.head}
+        self.shared_title_songs = [s for s in kb.songs if len(by_title[s["title"]]) >= 2 and len(s["title"]) >= 2
+                                   and (set(s["artists"]) & head_names or "curated" in s.get("sources", []))
+                                   and all(n in kb.artist_by_name for n in s["artists"])]
+        self.article_songs = [s for s in self.shared_title_songs if "curated" in s.get("sources", [])
+                              and not set(s["artists"]) & head_names]
         self.uploaders = sorted({h + b + t for h in _NICK_HEAD for b in _NICK_BODY for t in _NICK_TAIL})
         rng.shuffle(self.uploaders)
         self.uploaders = ["小乐哥"] + self.uploaders[:4000]
@@ -88,8 +103,19 @@ class CatalogGenerator:
 
     # -- pieces ---------------------------------------------------------------------------
     def _artist_song(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        a = self.artists[self.pick_artist()]
+        r = self.rng.random()
+        if r < 0.006 and self.article_songs:  # the reference article's own examples (会不会 …)
+            s = self.rng.choice(self.article_songs)
+            return self.kb.artist_by_name[s["artists"][0]], s
+        if r < 0.036 and self.shared_title_songs:
+            s = self.rng.choice(self.shared_title_songs)
+            return self.kb.artist_by_name[s["artists"][0]], s
+        a = self.head[self.pick_head()] if self.pick_head and r < 0.65 else self.tail[self.pick_tail()]
         ss = self.songs_by_artist[a["name"]]
+        # Videos cluster on an artist's best-known songs (晴天, 七里香 …), then a long tail.
+        sig = [s for s in ss if s["title"] in set(a.get("signature_songs", []))]
+        if sig and self.rng.random() < 0.6:
+            return a, self.rng.choice(sig)
         i = min(int(self.rng.paretovariate(1.2)) - 1, len(ss) - 1)
         return a, ss[i]
 

@@ -130,6 +130,7 @@ class SearchPipeline:
         self.embedder = LsaEmbedder.load(emb_path) if emb_path.exists() else None
         self.recall = Recall(self.engine, load_index_config(), self.tokenizer, self.embedder,
                              RewriteTable(self.bundle / "rewrite_table.json"), RecallConfig.from_dict(config.get("recall", {})))
+        self.tokenizer.tokenize("预热 warmup")  # load jieba + dictionary now, not on the first request
         ref = config.get("search", {}).get("reference_time") or ""
         self.reference_ts = datetime.fromisoformat(ref).timestamp() if ref else None
 
@@ -143,7 +144,7 @@ class SearchPipeline:
             st = STAGES["understanding"]["baseline"]({}, PipelineContext(self.bundle, self.manifest, self.config))
         return st.run(QueryInput(text, user_id))
 
-    def search(self, req: SearchRequest, candidates_only: bool = False) -> SearchResult:
+    def search(self, req: SearchRequest) -> SearchResult:
         t0 = time.perf_counter()
         now_ts = self.reference_ts or datetime.now(timezone.utc).timestamp()
         warnings = list(self.startup_warnings)

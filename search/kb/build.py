@@ -162,9 +162,10 @@ def build_kb(data_dir: str | Path, out: str | Path = DEFAULT_OUT, curated_path: 
                         a["language"] = lang[0] if lang else guess_language(n)
 
     # Curated facts override and extend.
-    for c in curated["artists"]:
+    for rank, c in enumerate(curated["artists"]):
         a = artist(c["name"])
         a["sources"].append("curated")
+        a["curated_rank"] = rank  # the curated list is ordered by how much users search for them
         a["english"] = list(dict.fromkeys(c.get("english", []) + a["english"]))
         for al in c.get("nicknames", []):
             if al not in a["aliases"] and al != a["name"]:
