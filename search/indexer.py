@@ -20,6 +20,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from index_config import DEFAULT_PATH as DEFAULT_INDEX_CONFIG
 from index_config import IndexConfig, load_index_config
 from query_understanding.tokenize import Tokenizer
 
@@ -58,6 +59,11 @@ def current_bundle(index_dir: str | Path) -> Path:
     if not ptr.exists():
         raise FileNotFoundError(f"no index at {index_dir} (missing {CURRENT}); build one with `mvsearch index build`")
     return index_dir / VERSIONS / ptr.read_text(encoding="utf-8").strip()
+
+
+def bundle_index_config(bundle: Path) -> IndexConfig:
+    p = bundle / "index_config.json"
+    return load_index_config(p if p.exists() else None)
 
 
 def read_manifest(bundle: Path) -> dict[str, Any]:
@@ -122,6 +128,9 @@ def build_index(catalog: str | Path, index_dir: str | Path, engine: str = "embed
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       disable=not show_progress, transient=True) as bar:
             # One dictionary for index and queries: the bundle carries the one it was built with.
+            # The bundle carries the exact index definition it was built from; the query side
+            # reads it back, so queries are compiled against the fields that were indexed.
+            shutil.copyfile(index_config or DEFAULT_INDEX_CONFIG, tmp / "index_config.json")
             if dictionary:
                 shutil.copyfile(dictionary, tmp / "dictionary.txt")
             else:

@@ -14,7 +14,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from index_config import load_index_config
 from query_understanding import QueryInput, QueryUnderstanding, UnderstoodQuery
 from query_understanding.tokenize import get_tokenizer
 
@@ -22,7 +21,7 @@ from .config import load_config
 from .contracts import Candidate, RecallInput, StageInput, StageOutput
 from .embedder import LsaEmbedder
 from .engines.base import Engine, EngineUnavailable
-from .indexer import current_bundle, read_manifest
+from .indexer import bundle_index_config, current_bundle, read_manifest
 from .recall import Recall, RecallConfig, RewriteTable
 
 log = logging.getLogger("mvsearch.pipeline")
@@ -81,7 +80,6 @@ class SearchResult:
 
 def open_engine(config: dict[str, Any]) -> tuple[Engine, Path, dict[str, Any], list[str]]:
     ec = config["engine"]
-    icfg = load_index_config()
     warnings: list[str] = []
     kind = ec.get("kind", "embedded")
     if kind == "embedded":
@@ -89,6 +87,7 @@ def open_engine(config: dict[str, Any]) -> tuple[Engine, Path, dict[str, Any], l
 
         bundle = current_bundle(ec["index_dir"])
         manifest = read_manifest(bundle)
+        icfg = bundle_index_config(bundle)
         if manifest["engine"] != "embedded":
             raise ValueError(f"index at {ec['index_dir']} was built for {manifest['engine']}, not the embedded engine")
         return EmbeddedEngine(bundle, icfg, manifest), bundle, manifest, warnings
@@ -97,6 +96,7 @@ def open_engine(config: dict[str, Any]) -> tuple[Engine, Path, dict[str, Any], l
 
         bundle = current_bundle(ec["index_dir"])
         manifest = read_manifest(bundle)
+        icfg = bundle_index_config(bundle)
         eng = ElasticsearchEngine(bundle, icfg, manifest, url=ec.get("es_url") or None, alias=ec.get("es_index") or None)
         if eng.health()["reachable"]:
             return eng, bundle, manifest, warnings
@@ -106,7 +106,7 @@ def open_engine(config: dict[str, Any]) -> tuple[Engine, Path, dict[str, Any], l
 
             fb = current_bundle(ec["fallback_index_dir"])
             warnings.append(f"Elasticsearch at {ec.get('es_url')} unreachable; serving from embedded index {fb.name}")
-            return EmbeddedEngine(fb, icfg, read_manifest(fb)), fb, read_manifest(fb), warnings
+            return EmbeddedEngine(fb, bundle_index_config(fb), read_manifest(fb)), fb, read_manifest(fb), warnings
         raise EngineUnavailable(f"Elasticsearch at {ec.get('es_url')} is unreachable and no fallback_index_dir is configured")
     raise ValueError(f"unknown engine kind {kind!r}: use embedded or elasticsearch")
 
@@ -128,7 +128,7 @@ class SearchPipeline:
         self.tokenizer = get_tokenizer(self.bundle / "dictionary.txt")
         emb_path = self.bundle / "embedder.npz"
         self.embedder = LsaEmbedder.load(emb_path) if emb_path.exists() else None
-        self.recall = Recall(self.engine, load_index_config(), self.tokenizer, self.embedder,
+        self.recall = Recall(self.engine, self.engine.cfg, self.tokenizer, self.embedder,
                              RewriteTable(self.bundle / "rewrite_table.json"), RecallConfig.from_dict(config.get("recall", {})))
         self.tokenizer.tokenize("预热 warmup")  # load jieba + dictionary now, not on the first request
         ref = config.get("search", {}).get("reference_time") or ""

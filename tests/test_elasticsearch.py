@@ -116,3 +116,35 @@ def test_unreachable_es_is_a_clear_error_or_falls_back(es_index, embedded_index)
         assert res.hits and any("unreachable" in w for w in res.warnings)
     finally:
         p.close()
+
+
+def test_three_node_cluster_keeps_answering_when_a_node_dies(catalog_path, tmp_path):
+    """Replicated index on 3 nodes; kill one node; searches through the client still answer."""
+    import json
+
+    from index_config import DEFAULT_PATH
+    from search import es_local
+
+    raw = json.loads(DEFAULT_PATH.read_text(encoding="utf-8"))
+    raw["elasticsearch"]["number_of_replicas"] = 1
+    raw["elasticsearch"]["number_of_shards"] = 2
+    icfg = tmp_path / "index.json"
+    icfg.write_text(json.dumps(raw), encoding="utf-8")
+    cluster = es_local.start_cluster(nodes=3, http_port=19300, transport_port=19400, heap="384m", timeout=300)
+    try:
+        url = ",".join(cluster.urls)
+        build_index(catalog_path, tmp_path / "bundle", engine="elasticsearch", es_url=url, es_index="videos_ha",
+                    index_config=icfg, show_progress=False)
+        from search.engines.elastic import es_client
+
+        es_client(url).cluster.health(wait_for_status="green", timeout="60s")
+        cfg = load_config(None, {"engine": {"kind": "elasticsearch", "index_dir": str(tmp_path / "bundle"), "es_url": url,
+                                            "es_index": "videos_ha"}, "search": {"reference_time": REFERENCE_TIME}})
+        p = SearchPipeline(cfg)
+        before = [c.video_id for c in p.search(SearchRequest("周杰伦 晴天", size=5)).hits]
+        cluster.kill_node(0)
+        after = [c.video_id for c in p.search(SearchRequest("周杰伦 晴天", size=5)).hits]
+        assert after and after[0] == before[0]
+        p.close()
+    finally:
+        cluster.stop()

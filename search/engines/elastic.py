@@ -20,9 +20,11 @@ from .base import EngineHit, EngineUnavailable, TextQueryPlan
 
 
 def es_client(url: str, timeout: float = 10.0):
+    """`url` may list several nodes, comma-separated: the client fails over between them."""
     from elasticsearch import Elasticsearch
 
-    return Elasticsearch(url, request_timeout=timeout, retry_on_timeout=True, max_retries=2)
+    hosts = [u.strip() for u in url.split(",") if u.strip()]
+    return Elasticsearch(hosts, request_timeout=timeout, retry_on_timeout=True, max_retries=3)
 
 
 def index_body(cfg: IndexConfig) -> dict[str, Any]:
