@@ -57,12 +57,15 @@ class FormulaRanker:
             eng = smoothed_rate(d.get("like_count", 0) + d.get("share_count", 0), p, w.prior_alpha, w.prior_beta)
             eng_n = min(1.0, eng / (4 * prior_mean))  # 4× the prior mean counts as fully engaging
             age = 3650.0
-            if d.get("publish_time"):
-                age = max(0.0, (inp.now_ts - datetime.fromisoformat(d["publish_time"]).timestamp()) / 86400)
+            pts = (d.get("_fields") or {}).get("publish_ts")
+            if pts is None and d.get("publish_time"):
+                pts = datetime.fromisoformat(d["publish_time"]).timestamp()
+            if pts is not None:
+                age = max(0.0, (inp.now_ts - pts) / 86400)
             fresh = math.exp(-age / w.freshness_tau_days)
-            feats = {"relevance": c.relevance_score, "popularity": round(pop, 4), "engagement": round(eng_n, 4), "freshness": round(fresh, 4)}
+            feats = {"relevance": c.relevance_score, "popularity": pop, "engagement": eng_n, "freshness": fresh}
             c.rank_features = feats
-            c.rank_score = round(w.relevance * feats["relevance"] + w.popularity * pop + w.engagement * eng_n + w.freshness * fresh, 6)
+            c.rank_score = w.relevance * feats["relevance"] + w.popularity * pop + w.engagement * eng_n + w.freshness * fresh
             c.explain["ranking"] = {"model": self.name, **feats, "score": c.rank_score}
         ranked = sorted(inp.candidates, key=lambda c: (-c.rank_score, c.video_id))
         return StageOutput(ranked, {"stage": self.name, "ms": round((time.perf_counter() - t0) * 1000, 2)})

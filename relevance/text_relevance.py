@@ -39,7 +39,8 @@ class TextRelevanceWeights:
 
 def closeness(query_terms: list[str], title_tokens: list[str]) -> float:
     """Shortest window of title tokens containing every matched query term (each once)."""
-    wanted = {t for t in query_terms if t in set(title_tokens)}
+    title_set = set(title_tokens)
+    wanted = {t for t in query_terms if t in title_set}
     if not wanted:
         return 0.0
     if len(wanted) == 1:
@@ -65,21 +66,30 @@ def closeness(query_terms: list[str], title_tokens: list[str]) -> float:
     return len(wanted) / best if best else 0.0
 
 
+def _field_sets(fields: dict[str, Any]) -> tuple[dict[str, set[str]], set[str], set[str]]:
+    """Token sets per field, memoized inside the (shared, read-only) stored record: a popular
+    video is scored for many queries."""
+    cached = fields.get("_sets")
+    if cached is None:
+        field_sets = {f: set(fields.get(f, [])) for f in TEXT_FIELDS}
+        names = set(fields.get("artist_kw", [])) | set(fields.get("song_kw", []))
+        cached = (field_sets, names, set().union(*field_sets.values()) | names)
+        fields["_sets"] = cached
+    return cached
+
+
 def text_features(terms: list[str], weights: list[float], entity_terms: set[str], fields: dict[str, Any],
                   bm25_norm: float) -> dict[str, float]:
     if not terms:
         return {"bm25": 0.0, "coverage": 0.0, "title_coverage": 0.0, "entity_match": 0.0, "closeness": 0.0, "field_coverage": 0.0}
-    field_sets = {f: set(fields.get(f, [])) for f in TEXT_FIELDS}
-    names = set(fields.get("artist_kw", [])) | set(fields.get("song_kw", []))
-    all_tokens = set().union(*field_sets.values()) | names
+    field_sets, names, all_tokens = _field_sets(fields)
     total_w = sum(weights) or 1.0
     cov = sum(w for t, w in zip(terms, weights) if t in all_tokens) / total_w
     tcov = sum(w for t, w in zip(terms, weights) if t in field_sets["title"]) / total_w
     ent = (sum(1 for t in entity_terms if t in names) / len(entity_terms)) if entity_terms else 0.0
     fcov = sum(1 for f in TEXT_FIELDS if field_sets[f] & set(terms)) / len(TEXT_FIELDS)
-    return {"bm25": round(bm25_norm, 4), "coverage": round(cov, 4), "title_coverage": round(tcov, 4),
-            "entity_match": round(ent, 4), "closeness": round(closeness(terms, list(fields.get("title", []))), 4),
-            "field_coverage": round(fcov, 4)}
+    return {"bm25": bm25_norm, "coverage": cov, "title_coverage": tcov, "entity_match": ent,
+            "closeness": closeness(terms, fields.get("title", [])), "field_coverage": fcov}
 
 
 def combine(feats: dict[str, float], w: TextRelevanceWeights, has_entities: bool) -> tuple[float, int]:
@@ -91,4 +101,4 @@ def combine(feats: dict[str, float], w: TextRelevanceWeights, has_entities: bool
              "entity_match": ew, "closeness": w.closeness + extra * 0.2, "field_coverage": w.field_coverage}
     score = sum(feats[k] * parts[k] for k in parts) / (sum(parts.values()) or 1.0)
     grade = sum(1 for cut in w.grade_cuts if score >= cut)
-    return round(score, 5), grade
+    return score, grade

@@ -11,6 +11,7 @@ but unrelated; user uploads with empty metadata). Seeded and deterministic.
 from __future__ import annotations
 
 import bisect
+import hashlib
 import itertools
 import json
 import math
@@ -52,6 +53,16 @@ _MOOD_WORDS = {"运动": ["跑步", "健身", "燃脂", "运动"], "学习": ["�
                "放松": ["放松", "慵懒", "下午茶"], "怀旧": ["怀旧", "经典老歌", "回忆杀"], "安静": ["安静", "轻音乐", "纯音乐"]}
 
 
+_ROLE = {"mv": "official", "live": "live", "cover": "cover", "dance": "dance", "tutorial": "tutorial",
+         "reaction": "reaction", "variety": "variety", "fan_edit": "fan_edit", "lyric": "lyric"}
+
+
+def _truth(role: str, performers: list[str], song: str, original_artists: list[str], show: str, moods: list[str],
+           **extra: Any) -> dict[str, Any]:
+    return {"role": role, "performers": performers, "song": song, "original_artists": list(original_artists),
+            "show": show, "moods": list(moods), **extra}
+
+
 def _zipf_sampler(weights: list[float], rng: random.Random) -> Callable[[], int]:
     cum = list(itertools.accumulate(weights))
     total = cum[-1]
@@ -61,6 +72,7 @@ def _zipf_sampler(weights: list[float], rng: random.Random) -> Callable[[], int]
 class CatalogGenerator:
     def __init__(self, kb: KnowledgeBase, seed: int = 7):
         self.kb = kb
+        self.seed = seed
         self.rng = random.Random(seed)
         rng = self.rng
         self.songs_by_artist = {a: sorted(ss, key=lambda s: -s["popularity"]) for a, ss in kb.songs_by_artist.items()}
@@ -142,6 +154,7 @@ class CatalogGenerator:
         year = rng.randint(2005, 2026)
         artists, songs = [a["name"]], [song]
         tags = [a["name"], song]
+        line = ""
         uploader = self.uploaders[self.pick_uploader()]
         desc = ""
         if cat == "mv":
@@ -200,7 +213,11 @@ class CatalogGenerator:
                 y = rng.choice(years)
                 v = self._finish(n, cat, title, desc, tags, artists, songs, uploader, a)
                 v["publish_time"] = datetime(y, rng.randint(1, 12), rng.randint(1, 28), rng.randint(0, 23), tzinfo=TZ).isoformat(timespec="seconds")
+                v["_truth"] = _truth("variety", [p], song, s["artists"] if s["title"] == song else [p], sh["name"], s.get("moods", []))
                 return v
+            v = self._finish(n, cat, title, desc, tags, artists, songs, uploader, a)
+            v["_truth"] = _truth("variety", [p], song, s["artists"] if s["title"] == song else [p], sh["name"], s.get("moods", []))
+            return v
         elif cat == "fan_edit":
             src = rng.choice(_EDIT_SOURCES)
             title = rng.choice([f"【{name}】混剪 | {song} 踩点", f"{src}混剪 BGM：{song}", f"【{src}】{song} 燃向剪辑", f"{name}高甜混剪 {song}"])
@@ -217,6 +234,10 @@ class CatalogGenerator:
         else:
             return self._other(n)
         v = self._finish(n, cat, title, desc, tags, artists, songs, uploader, a)
+        # What the video really is, kept apart from its (possibly empty) metadata.
+        performer = [a["name"]] if cat in ("mv", "live", "lyric", "fan_edit") else [uploader]
+        v["_truth"] = _truth(_ROLE[cat], performer, song, s["artists"], "", s.get("moods", []),
+                             line=line.strip("「」") if cat == "lyric" else "")
         # User uploads often come with no structured metadata at all.
         if cat in ("cover", "live", "fan_edit", "dance", "lyric") and rng.random() < 0.18:
             v["artists"], v["songs"] = [], []
@@ -230,7 +251,9 @@ class CatalogGenerator:
             t = rng.choice(self.short_titles)
             src = rng.choice(_EDIT_SOURCES + _VLOG)
             title = rng.choice([f"[{src}][{t}]动漫剪辑", f"{src} | {t}", f"今天是{t}的一天 {src}", f"【{src}】{t}篇", f"{t}（{src}第{rng.randint(1, 30)}集）"])
-            return self._finish(n, "other", title, f"{src}相关视频。", [src], [], [], self.uploaders[self.pick_uploader()], None)
+            v = self._finish(n, "other", title, f"{src}相关视频。", [src], [], [], self.uploaders[self.pick_uploader()], None)
+            v["_truth"] = _truth("unrelated", [], "", [], "", [], topic=src)
+            return v
         if r < 0.85 and self.mood_songs:
             mood = rng.choice(sorted(self.mood_songs))
             words = _MOOD_WORDS.get(mood, [mood])
@@ -239,11 +262,15 @@ class CatalogGenerator:
             title = rng.choice([f"{w}必备 | {mood}歌单 {rng.randint(10, 50)}首", f"适合{w}听的歌 合集", f"【{w}BGM】一小时{mood}歌曲串烧", f"{w}时听的{rng.randint(5, 30)}首歌"])
             desc = "歌单：" + "、".join(f"{p['artists'][0]}《{p['title']}》" for p in picks)
             arts = list(dict.fromkeys(p["artists"][0] for p in picks))
-            return self._finish(n, "other", title, desc, [mood, w, "歌单", "合集"], arts, [p["title"] for p in picks],
-                                self.uploaders[self.pick_uploader()], None)
+            v = self._finish(n, "other", title, desc, [mood, w, "歌单", "合集"], arts, [p["title"] for p in picks],
+                             self.uploaders[self.pick_uploader()], None)
+            v["_truth"] = _truth("mix", arts, "", [], "", [mood], topic=w, mix_songs=[p["title"] for p in picks])
+            return v
         src = rng.choice(_VLOG)
         title = f"{src} | {rng.choice(_CITIES)}{rng.choice(['', '随手拍', '记录', '之旅'])}"
-        return self._finish(n, "other", title, "生活记录", [src], [], [], self.uploaders[self.pick_uploader()], None)
+        v = self._finish(n, "other", title, "生活记录", [src], [], [], self.uploaders[self.pick_uploader()], None)
+        v["_truth"] = _truth("vlog", [], "", [], "", [], topic=src)
+        return v
 
     def _finish(self, n, cat, title, desc, tags, artists, songs, uploader, a) -> dict[str, Any]:
         rng = self.rng
@@ -266,6 +293,7 @@ class CatalogGenerator:
             lang = lang if lang in ("zh", "en", "ja", "ko", "yue") else "other"
         if cat == "tutorial" and any(i in title for i in ("钢琴", "吉他", "古筝", "小提琴")):
             lang = "instrumental"
+        self._last_trending = trending
         return {
             "video_id": f"v{n:07d}",
             "title": title,
@@ -286,13 +314,25 @@ class CatalogGenerator:
         }
 
     def generate(self, size: int) -> Iterator[dict[str, Any]]:
+        """Videos with a hidden `_truth` entry (what the video really is) that writers strip
+        from the public catalog and keep in the truth file."""
         for n in range(size):
-            yield self._video(n)
+            v = self._video(n)
+            t = v.setdefault("_truth", _truth("unrelated", [], "", [], "", []))
+            t["video_id"] = v["video_id"]
+            t["trending"] = bool(getattr(self, "_last_trending", False))
+            # Hidden quality (picture, editing, singing) from a hash: it must not move the
+            # random stream, so catalogs stay identical whether or not truth is written.
+            h = int(hashlib.sha1(f"{self.seed}:{v['video_id']}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+            t["quality"] = round(0.25 + 0.75 * h, 3)
+            yield v
 
 
 def write_demo_catalog(out: str | Path, size: int = 20_000, seed: int = 7, kb: KnowledgeBase | None = None,
                        progress: bool = True) -> Path:
-    """Write docs.jsonl (atomically) and, beside it, dictionary.txt (the business dictionary)."""
+    """Write docs.jsonl (atomically), beside it dictionary.txt (the business dictionary), and
+    truth/catalog_truth.jsonl: what each video really is (performer, song, role, hidden
+    quality), for the log simulator's judge only — never read by training or serving code."""
     kb = kb or load_kb()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -300,12 +340,19 @@ def write_demo_catalog(out: str | Path, size: int = 20_000, seed: int = 7, kb: K
     fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".tmp")
     from rich.progress import Progress
 
-    with os.fdopen(fd, "w", encoding="utf-8") as f, Progress(disable=not progress, transient=True) as bar:
+    truth_path = out.parent / "truth" / "catalog_truth.jsonl"
+    truth_path.parent.mkdir(parents=True, exist_ok=True)
+    tfd, ttmp = tempfile.mkstemp(dir=truth_path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f, os.fdopen(tfd, "w", encoding="utf-8") as tf, \
+            Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("generating catalog", total=size)
         for i, v in enumerate(gen.generate(size)):
+            truth = v.pop("_truth")
             f.write(json.dumps(v, ensure_ascii=False) + "\n")
+            tf.write(json.dumps(truth, ensure_ascii=False) + "\n")
             if i % 2000 == 0:
                 bar.update(task, completed=i)
+    os.replace(ttmp, truth_path)
     os.replace(tmp, out)
     write_dictionary(business_dictionary(kb), out.with_name("dictionary.txt"))
     return out

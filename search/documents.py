@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -50,13 +52,24 @@ class DocStore:
     """SQLite store of original records and tokenized fields, keyed by video_id. Read-only
     at serving time; written once per index version inside one transaction."""
 
+    CACHE_SIZE = 200_000  # parsed records; popular videos are fetched by almost every query
+
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+        self._cache: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def get_many(self, video_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Records by id (read-only: callers must not mutate them, they are shared)."""
         out: dict[str, dict[str, Any]] = {}
-        ids = list(dict.fromkeys(video_ids))
+        with self._lock:
+            for vid in video_ids:
+                d = self._cache.get(vid)
+                if d is not None:
+                    self._cache.move_to_end(vid)
+                    out[vid] = d
+        ids = [v for v in dict.fromkeys(video_ids) if v not in out]
         for i in range(0, len(ids), 900):  # SQLite's bound-variable limit
             chunk = ids[i : i + 900]
             q = f"SELECT video_id, record, fields FROM videos WHERE video_id IN ({','.join('?' * len(chunk))})"
@@ -64,6 +77,13 @@ class DocStore:
                 d = json.loads(rec)
                 d["_fields"] = json.loads(fields)
                 out[vid] = d
+        if ids:
+            with self._lock:
+                for vid in ids:
+                    if vid in out:
+                        self._cache[vid] = out[vid]
+                while len(self._cache) > self.CACHE_SIZE:
+                    self._cache.popitem(last=False)
         return out
 
     def count(self) -> int:

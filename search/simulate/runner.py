@@ -1,0 +1,282 @@
+"""The serving loop: simulated users search the catalog through our own pipeline, what was
+shown is logged in the SPEC's impression schema with the feature snapshot the ranker saw,
+and behaviour follows the click model. Logs, T+1 aggregates, real-time counters, splits by
+time, and judged sets are written to one output directory."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+import tomllib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from query_understanding.normalize import normalize
+from search.catalog import read_catalog
+from search.config import _merge
+from search.kb import load_kb
+from search.pipeline import SearchPipeline, SearchRequest
+
+from .behaviour import ClickModel
+from .population import make_population
+from .queries import HomophoneTable, NoiseRates, QueryGenerator, add_noise, clean_text
+from .truth import Judge, QueryIntent, load_catalog_truth, truth_from_metadata
+
+DEFAULT_SIM_CONFIG = Path(__file__).with_name("default_sim.toml")
+
+
+def load_sim_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    cfg = tomllib.loads(DEFAULT_SIM_CONFIG.read_text(encoding="utf-8"))
+    if path:
+        cfg = _merge(cfg, tomllib.loads(Path(path).read_text(encoding="utf-8")))
+    if overrides:
+        cfg = _merge(cfg, {k: v for k, v in overrides.items() if v is not None})
+    return cfg
+
+
+@dataclass
+class SimSummary:
+    requests: int = 0
+    impressions: int = 0
+    clicks: int = 0
+    valid_plays: int = 0
+    users: int = 0
+    sessions: int = 0
+    reformulations: int = 0
+    noisy_queries: int = 0
+    pipeline_calls: int = 0
+    seconds: float = 0.0
+    ctr_by_position: list[float] = field(default_factory=list)
+    ctr_by_grade: dict[int, float] = field(default_factory=dict)
+    valid_play_rate: float = 0.0
+    splits: dict[str, list[str]] = field(default_factory=dict)
+
+    def table(self) -> str:
+        lines = [f"users {self.users}, sessions {self.sessions}, requests {self.requests}, impressions {self.impressions} "
+                 f"({self.pipeline_calls} pipeline calls, {self.seconds:.0f}s)",
+                 f"CTR {self.clicks / max(1, self.impressions):.4f}, valid-play rate (valid plays / clicks) {self.valid_play_rate:.3f}, "
+                 f"noisy queries {self.noisy_queries / max(1, self.requests):.3f}, reformulations {self.reformulations}",
+                 "CTR by position: " + "  ".join(f"{i + 1}:{c:.3f}" for i, c in enumerate(self.ctr_by_position)),
+                 "CTR by hidden grade: " + "  ".join(f"{g}:{c:.3f}" for g, c in sorted(self.ctr_by_grade.items()))]
+        return "\n".join(lines)
+
+
+class _AtomicDir:
+    """Write every output into DIR.tmp-XXXX, then rename over DIR: a crash never leaves half a log."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+
+    def path(self, rel: str) -> Path:
+        p = self.tmp / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def commit(self) -> None:
+        old = None
+        if self.out.exists():
+            old = self.out.with_name(f".{self.out.name}.old-{int(time.time())}")
+            os.replace(self.out, old)
+        os.replace(self.tmp, self.out)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _ts(dt: datetime) -> float:
+    return dt.timestamp()
+
+
+def simulate(catalog: str | Path, out: str | Path, pipeline: SearchPipeline, cfg: dict[str, Any], progress: bool = True) -> SimSummary:
+    from rich.progress import Progress
+
+    t0 = time.time()
+    rng = random.Random(int(cfg["seed"]))
+    kb = load_kb()
+    videos_list, report = read_catalog(catalog)
+    videos = {v.video_id: {**v.model_dump(mode="json"), "_publish_ts": v.publish_ts} for v in videos_list}
+    truth = load_catalog_truth(catalog)
+    for vid, v in videos.items():
+        if vid not in truth:
+            truth[vid] = truth_from_metadata(v, kb)
+    judge = Judge(kb)
+    clicks = ClickModel(cfg)
+    qgen = QueryGenerator(kb, truth, videos, cfg["intents"], rng)
+    homophones = HomophoneTable(kb)
+    noise = NoiseRates.from_dict(cfg["noise"])
+    days = int(cfg["days"])
+    users = make_population(int(cfg["users"]), qgen.artists_by_popularity(), days, rng, float(cfg["new_user_share"]))
+    start = datetime.fromisoformat(cfg["start"])
+    n_test, n_val = int(cfg["split"]["test_days"]), int(cfg["split"]["validation_days"])
+    def split_of(day: int) -> str:
+        return "test" if day >= days - n_test else ("validation" if day >= days - n_test - n_val else "train")
+
+    w = _AtomicDir(Path(out))
+    summ = SimSummary(users=len(users))
+    pos_imp, pos_clk = [0] * int(cfg["page_size"]), [0] * int(cfg["page_size"])
+    grade_imp, grade_clk = defaultdict(int), defaultdict(int)
+    cache: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    t1: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])      # cumulative up to yesterday: imp, clk, valid
+    rt: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])      # today so far
+    intents_seen: dict[str, dict[str, Any]] = {}
+    pair_grades: dict[tuple[str, str], int] = {}
+    sess_seq = 0
+    try:
+        imp_f = open(w.path("logs/impressions.jsonl"), "w", encoding="utf-8")
+        ses_f = open(w.path("logs/sessions.jsonl"), "w", encoding="utf-8")
+        vday_f = open(w.path("aggregates/video_daily.jsonl"), "w", encoding="utf-8")
+        qvday_f = open(w.path("aggregates/query_video_daily.jsonl"), "w", encoding="utf-8")
+        page = int(cfg["page_size"])
+
+        def serve(query: str, ts: float, day: int) -> list[dict[str, Any]]:
+            # The baseline ranker has no per-user or per-day state beyond freshness, so a
+            # week-long cache per query text serves exactly what the pipeline would.
+            key = (normalize(query), day // 7)  # the pipeline reads only the normalized text
+            hits = cache.get(key)
+            if hits is None:
+                res = pipeline.search(SearchRequest(query, None, 1, 3 * page))
+                summ.pipeline_calls += 1
+                hits = [{"video_id": c.video_id, "rank_score": round(c.rank_score, 6), "rank_features": c.rank_features,
+                         "relevance": c.relevance, "relevance_score": round(c.relevance_score, 5), "grade_pred": c.grade,
+                         "sources": c.sources} for c in res.hits]
+                cache[key] = hits
+            # A video published after this moment did not exist yet.
+            return [h for h in hits if videos[h["video_id"]]["_publish_ts"] <= ts][:page]
+
+        with Progress(disable=not progress, transient=True) as bar:
+            task = bar.add_task("simulating days", total=days)
+            for day in range(days):
+                day_start = start + timedelta(days=day)
+                events = []
+                for u in users:
+                    if u.join_day > day or rng.random() >= u.daily_prob:
+                        continue
+                    for _ in range(max(1, int(round(u.sessions_per_day * rng.uniform(0.5, 1.5))))):
+                        events.append((rng.uniform(0, 86400), u))
+                events.sort(key=lambda e: e[0])
+                qv_today: dict[tuple[str, str], list[int]] = {}
+                for sec, u in events:
+                    sess_seq += 1
+                    sid = f"s{sess_seq:08d}"
+                    summ.sessions += 1
+                    intent = qgen.intent(u.favourite_artists)
+                    clean = clean_text(intent)
+                    typed, kind = add_noise(clean, noise, homophones, rng)
+                    queries_done: list[dict[str, Any]] = []
+                    ts = _ts(day_start) + sec
+                    query, noise_kind = typed, kind
+                    for qi in range(int(cfg["sessions"]["max_queries"])):
+                        hits = serve(query, ts, day)
+                        rid = f"{sid}-{qi}"
+                        summ.requests += 1
+                        summ.noisy_queries += 1 if noise_kind else 0
+                        intents_seen.setdefault(normalize(clean), {"query": clean, **intent.to_dict()})
+                        satisfied = False
+                        for pos, h in enumerate(hits, start=1):
+                            vid = h["video_id"]
+                            v, tr = videos[vid], truth[vid]
+                            g = judge.grade(intent, v, tr)
+                            pair_grades[(normalize(clean), vid)] = g
+                            o = clicks.outcome(pos, g, v, tr, u, ts, rng)
+                            snap = {"rank_score": h["rank_score"], "rank_features": h["rank_features"], "relevance": h["relevance"],
+                                    "relevance_score": h["relevance_score"], "grade_pred": h["grade_pred"], "sources": h["sources"],
+                                    "t1_video": {"impressions": t1[vid][0], "clicks": t1[vid][1], "valid_plays": t1[vid][2]},
+                                    "rt_video": {"impressions": rt[vid][0], "clicks": rt[vid][1], "valid_plays": rt[vid][2]},
+                                    "ranker": pipeline.stages.get("ranking").name if pipeline.stages.get("ranking") else "none"}
+                            rec = {"request_id": rid, "ts": round(ts, 3), "user_id": u.user_id, "query": query, "video_id": vid,
+                                   "position": pos, "clicked": o.clicked, "play_time_s": o.play_time_s, "liked": o.liked,
+                                   "shared": o.shared, "followed": o.followed, "valid_play": o.valid_play, "session_id": sid,
+                                   "split": split_of(day), "features": snap}
+                            imp_f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                            rt[vid][0] += 1
+                            rt[vid][1] += int(o.clicked)
+                            rt[vid][2] += int(o.valid_play)
+                            qv = qv_today.setdefault((normalize(query), vid), [0, 0, 0])
+                            qv[0] += 1
+                            qv[1] += int(o.clicked)
+                            qv[2] += int(o.valid_play)
+                            summ.impressions += 1
+                            summ.clicks += int(o.clicked)
+                            summ.valid_plays += int(o.valid_play)
+                            pos_imp[pos - 1] += 1
+                            pos_clk[pos - 1] += int(o.clicked)
+                            grade_imp[g] += 1
+                            grade_clk[g] += int(o.clicked)
+                            satisfied = satisfied or (o.valid_play and g >= 2)
+                        queries_done.append({"query": query, "request_id": rid, "ts": round(ts, 3), "noise": noise_kind,
+                                             "satisfied": satisfied})
+                        if satisfied:
+                            break
+                        # Reformulate the way users do: fix the typo, or add the artist.
+                        sc = cfg["sessions"]
+                        if noise_kind and rng.random() < float(sc["reformulate_noisy"]):
+                            query, noise_kind = clean, ""
+                        elif intent.kind == "song" and rng.random() < float(sc["reformulate_song_to_artist_song"]) and intent.song_artists:
+                            clean = f"{intent.song_artists[0]} {intent.song}"
+                            intent = QueryIntent("artist_song", artist=intent.song_artists[0], song=intent.song,
+                                                 song_artists=intent.song_artists, surface_terms=[intent.song_artists[0], intent.song])
+                            query, noise_kind = clean, ""
+                        else:
+                            break
+                        summ.reformulations += 1
+                        ts += rng.uniform(5, 60)
+                    ses_f.write(json.dumps({"session_id": sid, "user_id": u.user_id, "day": day, "queries": queries_done},
+                                           ensure_ascii=False) + "\n")
+                # T+1: today's counters become tomorrow's daily statistics.
+                date = day_start.date().isoformat()
+                for vid, (i, c, vp) in sorted(rt.items()):
+                    vday_f.write(json.dumps({"date": date, "video_id": vid, "impressions": i, "clicks": c, "valid_plays": vp}) + "\n")
+                    t1[vid][0] += i; t1[vid][1] += c; t1[vid][2] += vp
+                rt.clear()
+                for (q, vid), (i, c, vp) in sorted(qv_today.items()):
+                    qvday_f.write(json.dumps({"date": date, "query": q, "video_id": vid, "impressions": i, "clicks": c,
+                                              "valid_plays": vp}, ensure_ascii=False) + "\n")
+                bar.update(task, completed=day + 1)
+        for f in (imp_f, ses_f, vday_f, qvday_f):
+            f.close()
+
+        summ.ctr_by_position = [c / i if i else 0.0 for c, i in zip(pos_clk, pos_imp)]
+        summ.ctr_by_grade = {g: grade_clk[g] / grade_imp[g] for g in sorted(grade_imp)}
+        summ.valid_play_rate = summ.valid_plays / max(1, summ.clicks)
+        for name in ("train", "validation", "test"):
+            ds = [(start + timedelta(days=d)).date().isoformat() for d in range(days) if split_of(d) == name]
+            summ.splits[name] = [ds[0], ds[-1]] if ds else []
+        # Hidden truth, in its own folder: users' tastes and the grade of every logged pair.
+        with open(w.path("truth/users.jsonl"), "w", encoding="utf-8") as f:
+            for u in users:
+                f.write(json.dumps(u.to_dict(), ensure_ascii=False) + "\n")
+        with open(w.path("truth/grades.jsonl"), "w", encoding="utf-8") as f:
+            for (q, vid), g in sorted(pair_grades.items()):
+                f.write(json.dumps({"query": q, "video_id": vid, "grade": g}, ensure_ascii=False) + "\n")
+        with open(w.path("truth/intents.jsonl"), "w", encoding="utf-8") as f:
+            for q, it in sorted(intents_seen.items()):
+                f.write(json.dumps(it, ensure_ascii=False) + "\n")
+        from .judged import write_judged_sets
+
+        write_judged_sets(w, pipeline, judge, intents_seen, videos, truth, cfg, rng)
+        summ.seconds = time.time() - t0
+        meta = {"catalog": str(Path(catalog).resolve()), "malformed_catalog_lines": report.malformed, "config": cfg,
+                "index_version": pipeline.manifest["version_name"], "ranker": summ_ranker(pipeline),
+                "split_days": {"train": days - n_val - n_test, "validation": n_val, "test": n_test},
+                "summary": {k: v for k, v in summ.__dict__.items()}}
+        w.path("summary.json").write_text(json.dumps(meta, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
+        w.commit()
+    except BaseException:
+        w.abort()
+        raise
+    return summ
+
+
+def summ_ranker(pipeline: SearchPipeline) -> str:
+    st = pipeline.stages.get("ranking")
+    return getattr(st, "name", "none") if st else "none"
