@@ -16,6 +16,12 @@ fi
 if [ "$MODE" = "test" ]; then
   command -v java >/dev/null 2>&1 || apt_pkgs+=(openjdk-17-jre-headless)
   command -v mvn >/dev/null 2>&1 || apt_pkgs+=(maven)
+  # headless browser tests of the annotation tool (Selenium drives Debian's Chromium; CJK fonts for the screenshots)
+  if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    apt_pkgs+=(chromium chromium-driver fonts-noto-cjk)
+  elif [ ! -e /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ]; then
+    apt_pkgs+=(fonts-noto-cjk)
+  fi
 fi
 if [ "${#apt_pkgs[@]}" -gt 0 ]; then
   echo "setup: installing system packages: ${apt_pkgs[*]}"

@@ -132,6 +132,12 @@ def create_app(pipeline: SearchPipeline) -> FastAPI:
         h = pipeline.health()
         return Health(status="ok" if h.get("reachable") else "degraded", engine=h)
 
+    ann = pipeline.config.get("annotation", {})
+    if ann.get("enabled", True):  # the relevance annotation tool under /annotate (DB opened on first use)
+        from .annotation.web import mount_annotation
+
+        mount_annotation(app, pipeline, ann.get("db_path", "var/annotation.sqlite"), ann)
+
     return app
 
 

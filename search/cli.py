@@ -165,6 +165,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return cmd_serve(ns)
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Simulated users search the catalog through the pipeline; logs + truth + judged sets."""
+    from .indexer import CURRENT, build_index
+    from .pipeline import SearchPipeline
+    from .simulate import load_sim_config, simulate
+
+    sim_cfg = load_sim_config(args.sim_config, {"days": args.days, "users": args.users, "seed": args.seed})
+    out = Path(args.out)
+    if not args.index_dir and not args.config:
+        # No index given: build the embedded index of this catalog beside the logs.
+        args.index_dir = str(out.parent / f"{out.name}_index")
+        if not (Path(args.index_dir) / CURRENT).exists():
+            build_index(args.catalog, args.index_dir, engine="embedded", show_progress=not args.quiet)
+    cfg = _config_from(args)
+    if sim_cfg.get("start") and not cfg["search"].get("reference_time"):
+        cfg["search"]["reference_time"] = ""  # freshness follows each simulated request's own time
+    pipe = SearchPipeline(cfg)
+    try:
+        summ = simulate(args.catalog, out, pipe, sim_cfg, progress=not args.quiet)
+    finally:
+        pipe.close()
+    print(summ.table())
+    print(f"→ {out}")
+    return 0
+
+
 def cmd_es(args: argparse.Namespace, rest: list[str]) -> int:
     from . import es_local
 
@@ -234,8 +260,23 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--port", type=int)
     d.set_defaults(func=cmd_demo)
 
+    sm = sub.add_parser("simulate", help="simulated users search the catalog through the pipeline; write logs, aggregates, judged sets")
+    sm.add_argument("--catalog", required=True)
+    sm.add_argument("--out", required=True)
+    sm.add_argument("--days", type=int)
+    sm.add_argument("--users", type=int)
+    sm.add_argument("--seed", type=int)
+    sm.add_argument("--sim-config", help="TOML overriding search/simulate/default_sim.toml")
+    sm.add_argument("--quiet", action="store_true")
+    _engine_args(sm)
+    sm.set_defaults(func=cmd_simulate)
+
     es = sub.add_parser("es", help="local Elasticsearch for tests/dev: start | stop | fetch (see search/es_local.py)", add_help=False)
     es.set_defaults(func=None)
+
+    from .annotation.cli import add_annotate_parser
+
+    add_annotate_parser(sub, _engine_args)  # mvsearch annotate user|batch|stats|export
     return p
 
 

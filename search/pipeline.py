@@ -62,6 +62,7 @@ class SearchRequest:
     page: int = 1
     size: int = 10
     explain: bool = False
+    now_ts: float | None = None  # "now" for freshness; the log simulator serves at simulated times
 
 
 @dataclass
@@ -146,7 +147,7 @@ class SearchPipeline:
 
     def search(self, req: SearchRequest) -> SearchResult:
         t0 = time.perf_counter()
-        now_ts = self.reference_ts or datetime.now(timezone.utc).timestamp()
+        now_ts = req.now_ts or self.reference_ts or datetime.now(timezone.utc).timestamp()
         warnings = list(self.startup_warnings)
         stages: dict[str, Any] = {}
         q = self.understand(req.q, req.user_id)

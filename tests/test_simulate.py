@@ -25,7 +25,7 @@ def _read(p):
 @pytest.fixture(scope="module")
 def sim(catalog_path, pipeline, tmp_path_factory):
     out = tmp_path_factory.mktemp("sim") / "out"
-    cfg = load_sim_config(None, {"days": 14, "users": 400, "seed": 3, "split": {"validation_days": 2, "test_days": 2}})
+    cfg = load_sim_config(None, {"days": 14, "users": 400, "seed": 3, "workers": 0, "split": {"validation_days": 2, "test_days": 2}})
     summ = simulate(catalog_path, out, pipeline, cfg, progress=False)
     return out, summ, cfg
 
@@ -142,9 +142,11 @@ def test_oracle_ranker_beats_the_baseline(sim, pipeline):
 
 
 def test_deterministic_under_a_seed(catalog_path, pipeline, tmp_path):
-    cfg = load_sim_config(None, {"days": 3, "users": 60, "seed": 11, "split": {"validation_days": 1, "test_days": 1}})
+    cfg = load_sim_config(None, {"days": 3, "users": 80, "seed": 11, "workers": 0, "split": {"validation_days": 1, "test_days": 1}})
     simulate(catalog_path, tmp_path / "a", pipeline, cfg, progress=False)
-    simulate(catalog_path, tmp_path / "b", pipeline, cfg, progress=False)
+    # Serving through worker processes in batches gives exactly the same logs.
+    par = load_sim_config(None, {**cfg, "workers": 2, "prefetch_min": 1})
+    simulate(catalog_path, tmp_path / "b", pipeline, par, progress=False)
     for rel in ("logs/impressions.jsonl", "judged/qrels.jsonl", "truth/grades.jsonl"):
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
 
@@ -160,7 +162,7 @@ def test_a_failed_simulation_leaves_no_partial_output(catalog_path, pipeline, tm
         return real(req)
 
     monkeypatch.setattr(pipeline, "search", flaky)
-    cfg = load_sim_config(None, {"days": 2, "users": 50, "seed": 1, "split": {"validation_days": 0, "test_days": 1}})
+    cfg = load_sim_config(None, {"days": 2, "users": 50, "seed": 1, "workers": 0, "split": {"validation_days": 0, "test_days": 1}})
     with pytest.raises(RuntimeError):
         simulate(catalog_path, tmp_path / "out", pipeline, cfg, progress=False)
     assert not (tmp_path / "out").exists()

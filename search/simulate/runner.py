@@ -131,6 +131,14 @@ def simulate(catalog: str | Path, out: str | Path, pipeline: SearchPipeline, cfg
     intents_seen: dict[str, dict[str, Any]] = {}
     pair_grades: dict[tuple[str, str], int] = {}
     sess_seq = 0
+    pool = None
+    workers = int(cfg.get("workers", 0))
+    if workers > 0:
+        import multiprocessing as mp
+
+        # spawn, not fork: tantivy/faiss/jieba state is not fork-safe; each worker opens the
+        # same index with the same config, so its answers equal the main process's.
+        pool = mp.get_context("spawn").Pool(workers, initializer=_worker_init, initargs=(pipeline.config,))
     try:
         imp_f = open(w.path("logs/impressions.jsonl"), "w", encoding="utf-8")
         ses_f = open(w.path("logs/sessions.jsonl"), "w", encoding="utf-8")
@@ -138,20 +146,30 @@ def simulate(catalog: str | Path, out: str | Path, pipeline: SearchPipeline, cfg
         qvday_f = open(w.path("aggregates/query_video_daily.jsonl"), "w", encoding="utf-8")
         page = int(cfg["page_size"])
 
+        def week_now(day: int) -> float:
+            return _ts(start + timedelta(days=(day // 7) * 7))
+
         def serve(query: str, ts: float, day: int) -> list[dict[str, Any]]:
-            # The baseline ranker has no per-user or per-day state beyond freshness, so a
-            # week-long cache per query text serves exactly what the pipeline would.
-            key = (normalize(query), day // 7)  # the pipeline reads only the normalized text
+            # The baseline ranker has no per-user state and changes slowly with time
+            # (freshness), so results are cached per normalized query for a week and served
+            # as of the week's start; the pipeline reads only the normalized text.
+            key = (normalize(query), day // 7)
             hits = cache.get(key)
             if hits is None:
-                res = pipeline.search(SearchRequest(query, None, 1, 3 * page))
+                hits = cache[key] = _serve_hits(pipeline, key[0], week_now(day), 3 * page)
                 summ.pipeline_calls += 1
-                hits = [{"video_id": c.video_id, "rank_score": round(c.rank_score, 6), "rank_features": c.rank_features,
-                         "relevance": c.relevance, "relevance_score": round(c.relevance_score, 5), "grade_pred": c.grade,
-                         "sources": c.sources} for c in res.hits]
-                cache[key] = hits
             # A video published after this moment did not exist yet.
             return [h for h in hits if videos[h["video_id"]]["_publish_ts"] <= ts][:page]
+
+        def prefetch(queries: list[str], day: int) -> None:
+            """Serve the day's first queries through the worker processes in one batch."""
+            todo = sorted({normalize(q) for q in queries} - {k[0] for k in cache if k[1] == day // 7})
+            if pool is None or len(todo) < int(cfg.get("prefetch_min", 32)):
+                return
+            now = week_now(day)
+            for q, hits in zip(todo, pool.map(_worker_serve, [(q, now, 3 * page) for q in todo], chunksize=8)):
+                cache[(q, day // 7)] = hits
+            summ.pipeline_calls += len(todo)
 
         with Progress(disable=not progress, transient=True) as bar:
             task = bar.add_task("simulating days", total=days)
@@ -165,13 +183,17 @@ def simulate(catalog: str | Path, out: str | Path, pipeline: SearchPipeline, cfg
                         events.append((rng.uniform(0, 86400), u))
                 events.sort(key=lambda e: e[0])
                 qv_today: dict[tuple[str, str], list[int]] = {}
+                firsts = []
                 for sec, u in events:
-                    sess_seq += 1
-                    sid = f"s{sess_seq:08d}"
-                    summ.sessions += 1
                     intent = qgen.intent(u.favourite_artists)
                     clean = clean_text(intent)
                     typed, kind = add_noise(clean, noise, homophones, rng)
+                    firsts.append((sec, u, intent, clean, typed, kind))
+                prefetch([f[4] for f in firsts], day)
+                for sec, u, intent, clean, typed, kind in firsts:
+                    sess_seq += 1
+                    sid = f"s{sess_seq:08d}"
+                    summ.sessions += 1
                     queries_done: list[dict[str, Any]] = []
                     ts = _ts(day_start) + sec
                     query, noise_kind = typed, kind
@@ -274,7 +296,32 @@ def simulate(catalog: str | Path, out: str | Path, pipeline: SearchPipeline, cfg
     except BaseException:
         w.abort()
         raise
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
     return summ
+
+
+def _serve_hits(pipeline: SearchPipeline, query: str, now_ts: float, size: int) -> list[dict[str, Any]]:
+    res = pipeline.search(SearchRequest(query, None, 1, size, now_ts=now_ts))
+    return [{"video_id": c.video_id, "rank_score": round(c.rank_score, 6),
+             "rank_features": {k: round(v, 6) for k, v in c.rank_features.items()},
+             "relevance": {k: round(v, 6) for k, v in c.relevance.items()}, "relevance_score": round(c.relevance_score, 6),
+             "grade_pred": c.grade, "sources": c.sources} for c in res.hits]
+
+
+_WORKER_PIPELINE: SearchPipeline | None = None
+
+
+def _worker_init(config: dict[str, Any]) -> None:
+    global _WORKER_PIPELINE
+    _WORKER_PIPELINE = SearchPipeline(config)
+
+
+def _worker_serve(args: tuple[str, float, int]) -> list[dict[str, Any]]:
+    assert _WORKER_PIPELINE is not None
+    return _serve_hits(_WORKER_PIPELINE, *args)
 
 
 def summ_ranker(pipeline: SearchPipeline) -> str:

@@ -1,0 +1,1 @@
+"""CSS and JS of the annotation pages (package data, served under /annotate/static/)."""
