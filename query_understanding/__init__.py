@@ -2,11 +2,12 @@
 
 Public entry point: `QueryUnderstanding(config).run(QueryInput(text=...)) -> UnderstoodQuery`.
 
-Baseline (this stage today): normalization (width, case, traditional→simplified with
-OpenCC, punctuation/emoji/control characters, protected symbol names) and tokenization
-with jieba + the business dictionary; dictionary entity types are attached to tokens.
-Term weights are uniform and marked as such; correction, the NER tagger and intent
-classification plug in here through the same output object.
+Today: normalization (width, case, traditional→simplified with OpenCC, punctuation/emoji/
+control characters, protected symbol names), tokenization with jieba + the business
+dictionary (dictionary entity types attached to tokens), and noisy-channel spelling
+correction (pinyin, initials, homophones, near forms, English spacing) that corrects above a
+confidence threshold and otherwise adds a rewrite. Term weights are uniform and marked as
+such; the NER tagger and intent classification plug in through the same output object.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .correction import Corrector
 from .normalize import normalize, normalize_doc_text, register_protected_names
 from .tokenize import Tokenizer, get_tokenizer
 
@@ -79,23 +81,36 @@ class QueryUnderstanding:
 
     name = "baseline"
 
-    def __init__(self, dictionary: str | Path | None = None, config: dict[str, Any] | None = None):
+    def __init__(self, dictionary: str | Path | None = None, config: dict[str, Any] | None = None,
+                 corrector: "Corrector | None" = None):
         self.config = config or {}
         self.tokenizer: Tokenizer = get_tokenizer(dictionary)
         self.entity_types = {e.word: e.tag for e in self.tokenizer.entries}
+        self.corrector = corrector if self.config.get("correction", True) else None
 
     def run(self, inp: QueryInput) -> UnderstoodQuery:
         t0 = time.perf_counter()
         norm = normalize(inp.text or "")
         toks = self.tokenizer.tokenize(norm)
+        steps = ["normalize", "tokenize"]
+        corrections: list[Correction] = []
+        rewrites: list[str] = []
+        if self.corrector is not None and toks:
+            res = self.corrector.correct(norm, toks)
+            corrections = [Correction(**c) for c in res.corrections]
+            rewrites = res.rewrites
+            if res.text != norm:
+                norm = res.text
+                toks = self.tokenizer.tokenize(norm)
+            steps.append("correct")
         tokens = [QueryToken(t, 1.0, self.entity_types.get(t)) for t in toks]
         entities = [Entity(t.text, t.entity_type, i, i + 1) for i, t in enumerate(tokens) if t.entity_type]
         return UnderstoodQuery(
-            raw=inp.text, normalized=norm, tokens=tokens, entities=entities,
-            explain={"stage": self.name, "steps": ["normalize", "tokenize"], "term_weights": "uniform",
+            raw=inp.text, normalized=norm, tokens=tokens, entities=entities, corrections=corrections, rewrites=rewrites,
+            explain={"stage": self.name, "steps": steps, "term_weights": "uniform",
                      "ms": round((time.perf_counter() - t0) * 1000, 3)},
         )
 
 
-__all__ = ["QueryUnderstanding", "QueryInput", "UnderstoodQuery", "QueryToken", "Entity", "Correction",
+__all__ = ["Corrector", "QueryUnderstanding", "QueryInput", "UnderstoodQuery", "QueryToken", "Entity", "Correction",
            "normalize", "normalize_doc_text", "register_protected_names", "Tokenizer", "get_tokenizer"]

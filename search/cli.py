@@ -55,7 +55,8 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     cfg = _config_from(args)
     ec = cfg["engine"]
     res = build_index(args.catalog, ec["index_dir"], engine=ec["kind"], es_url=ec.get("es_url"), es_index=ec.get("es_index"),
-                      dictionary=args.dictionary, index_config=args.index_config, show_progress=not args.quiet)
+                      dictionary=args.dictionary, index_config=args.index_config, show_progress=not args.quiet,
+                      query_log=args.query_log)
     print(res.report.summary())
     print(f"index {res.version_name} ({res.engine}): {res.docs} videos in {res.seconds:.1f}s → {res.bundle_dir}")
     if res.extra.get("es_index"):
@@ -221,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--catalog", required=True)
     i.add_argument("--dictionary", help="business dictionary (jieba format); default: from the bundled knowledge base")
     i.add_argument("--index-config", help="index definition (default: index_config/index.json)")
+    i.add_argument("--query-log", help="search log (impressions or sessions JSONL) whose query frequencies feed spelling correction")
     i.add_argument("--quiet", action="store_true")
     _engine_args(i)
     i.set_defaults(func=cmd_index_build)

@@ -106,7 +106,7 @@ def _iter_fields(db: Path) -> Iterator[dict[str, Any]]:
 
 def build_index(catalog: str | Path, index_dir: str | Path, engine: str = "embedded", es_url: str | None = None,
                 es_index: str | None = None, dictionary: str | Path | None = None, index_config: str | Path | None = None,
-                show_progress: bool = True) -> BuildResult:
+                show_progress: bool = True, query_log: str | Path | None = None) -> BuildResult:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     t0 = time.time()
@@ -182,6 +182,15 @@ def build_index(catalog: str | Path, index_dir: str | Path, engine: str = "embed
                 extra.update(es_url=es_url, es_alias=alias)
                 bar.update(t_es, completed=n)
 
+            # Spelling correction lexicon: entity names + priors, a character LM of this
+            # catalog's titles, and query-log frequencies when a log is given.
+            from query_understanding.correction import Corrector
+
+            conn = sqlite3.connect(f"file:{tmp / 'docstore.sqlite'}?mode=ro", uri=True)
+            titles = [json.loads(r)["title"] for (r,) in conn.execute("SELECT record FROM videos")]
+            conn.close()
+            Corrector.build(load_kb(), titles, _query_frequencies(query_log) if query_log else None).save(tmp / "correction.json.gz")
+            del titles
             _write_json_atomic(tmp / "rewrite_table.json", {"version": version_name, "source": "knowledge base aliases",
                                                            "rewrites": alias_rewrite_table(load_kb())})
             manifest = {"version_name": version_name, "index_config_version": cfg.version, "engine": engine,
@@ -198,6 +207,29 @@ def build_index(catalog: str | Path, index_dir: str | Path, engine: str = "embed
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _query_frequencies(path: str | Path) -> dict[str, int]:
+    """Normalized query → number of requests, from a search log (impressions or sessions JSONL)."""
+    from query_understanding.normalize import normalize
+
+    seen: set[str] = set()
+    freq: dict[str, int] = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            for q in ([r] if "query" in r else r.get("queries", [])):
+                rid = q.get("request_id") or id(q)
+                if rid in seen:
+                    continue
+                seen.add(rid)
+                n = normalize(q.get("query", ""))
+                if n:
+                    freq[n] = freq.get(n, 0) + 1
+    return freq
 
 
 def _write_pointer(index_dir: Path, version_name: str) -> None:

@@ -46,7 +46,17 @@ def _register_baselines() -> None:
     from ranking import FormulaRanker, IdentityRerank
     from relevance import TextRelevance
 
-    register_stage("understanding", "baseline", lambda p, ctx: QueryUnderstanding(ctx.bundle_dir / "dictionary.txt", p))
+    def understanding(params: dict[str, Any], ctx: PipelineContext) -> QueryUnderstanding:
+        from query_understanding.correction import CorrectionConfig, Corrector
+
+        corr = None
+        path = ctx.bundle_dir / "correction.json.gz"
+        if path.exists() and params.get("correction", True):
+            cc = CorrectionConfig(**{k: float(v) for k, v in params.get("correction_params", {}).items()})
+            corr = Corrector.load(path, cc)
+        return QueryUnderstanding(ctx.bundle_dir / "dictionary.txt", params, corr)
+
+    register_stage("understanding", "baseline", understanding)
     register_stage("relevance", "text", lambda p, ctx: TextRelevance(p))
     register_stage("ranking", "formula", lambda p, ctx: FormulaRanker(p))
     register_stage("rerank", "identity", lambda p, ctx: IdentityRerank(p))
