@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .correction import Corrector
+from .term_weights import TermWeighter
 from .normalize import normalize, normalize_doc_text, register_protected_names
 from .tokenize import Tokenizer, get_tokenizer
 
@@ -32,6 +33,7 @@ class QueryToken:
     text: str
     weight: float = 1.0
     entity_type: str | None = None  # from the business dictionary (artist, song, show), if any
+    required: bool = False          # text recall must match it
 
 
 @dataclass
@@ -72,6 +74,10 @@ class UnderstoodQuery:
     def weights(self) -> list[float]:
         return [t.weight for t in self.tokens]
 
+    @property
+    def required(self) -> list[bool]:
+        return [t.required for t in self.tokens]
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -82,11 +88,13 @@ class QueryUnderstanding:
     name = "baseline"
 
     def __init__(self, dictionary: str | Path | None = None, config: dict[str, Any] | None = None,
-                 corrector: "Corrector | None" = None):
+                 corrector: "Corrector | None" = None, weighter: "TermWeighter | None" = None):
         self.config = config or {}
         self.tokenizer: Tokenizer = get_tokenizer(dictionary)
         self.entity_types = {e.word: e.tag for e in self.tokenizer.entries}
         self.corrector = corrector if self.config.get("correction", True) else None
+        self.weighter = weighter if self.config.get("term_weights", True) else None
+        self.require_min_weight = float(self.config.get("require_min_weight", 0.6))
 
     def run(self, inp: QueryInput) -> UnderstoodQuery:
         t0 = time.perf_counter()
@@ -104,10 +112,23 @@ class QueryUnderstanding:
                 toks = self.tokenizer.tokenize(norm)
             steps.append("correct")
         tokens = [QueryToken(t, 1.0, self.entity_types.get(t)) for t in toks]
+        if self.weighter is not None:
+            for qt in tokens:
+                qt.weight = self.weighter.weight(qt.text, qt.entity_type)
+            # With two or more terms, the important ones (entity names, rare words) must
+            # match in text recall; the rest only add score.
+            if len(tokens) >= 2:
+                for qt in tokens:
+                    # Single characters tokenize unstably (歌 vs 首歌): never required.
+                    qt.required = qt.weight >= self.require_min_weight and (len(qt.text) >= 2 or qt.entity_type is not None)
+                if all(qt.required for qt in tokens) and len(tokens) > 3:
+                    min(tokens, key=lambda x: x.weight).required = False
+            steps.append("term_weights")
         entities = [Entity(t.text, t.entity_type, i, i + 1) for i, t in enumerate(tokens) if t.entity_type]
         return UnderstoodQuery(
             raw=inp.text, normalized=norm, tokens=tokens, entities=entities, corrections=corrections, rewrites=rewrites,
-            explain={"stage": self.name, "steps": steps, "term_weights": "uniform",
+            explain={"stage": self.name, "steps": steps,
+                     "term_weights": "idf·type·clicks" if self.weighter is not None else "uniform",
                      "ms": round((time.perf_counter() - t0) * 1000, 3)},
         )
 

@@ -191,6 +191,17 @@ def build_index(catalog: str | Path, index_dir: str | Path, engine: str = "embed
             conn.close()
             Corrector.build(load_kb(), titles, _query_frequencies(query_log) if query_log else None).save(tmp / "correction.json.gz")
             del titles
+            from query_understanding.term_weights import TermWeighter, click_factors
+            from query_understanding.normalize import normalize as _normalize
+
+            fields_text = ("title", "artists", "songs", "tags", "uploader", "description")
+            weighter = TermWeighter.fit([t for f in fields_text for t in d[f]] for d in _iter_fields(tmp / "docstore.sqlite"))
+            if query_log:
+                titles_tok = {d["video_id"]: set(d["title"]) for d in _iter_fields(tmp / "docstore.sqlite")}
+                cf = click_factors(query_log, lambda q: tok.tokenize(_normalize(q)), lambda v: titles_tok.get(v, set()))
+                weighter = weighter.with_clicks(cf)
+                del titles_tok
+            weighter.save(tmp / "term_weights.json")
             _write_json_atomic(tmp / "rewrite_table.json", {"version": version_name, "source": "knowledge base aliases",
                                                            "rewrites": alias_rewrite_table(load_kb())})
             manifest = {"version_name": version_name, "index_config_version": cfg.version, "engine": engine,

@@ -54,7 +54,11 @@ def _register_baselines() -> None:
         if path.exists() and params.get("correction", True):
             cc = CorrectionConfig(**{k: float(v) for k, v in params.get("correction_params", {}).items()})
             corr = Corrector.load(path, cc)
-        return QueryUnderstanding(ctx.bundle_dir / "dictionary.txt", params, corr)
+        from query_understanding.term_weights import TermWeighter
+
+        tw = ctx.bundle_dir / "term_weights.json"
+        weighter = TermWeighter.load(tw) if tw.exists() else None
+        return QueryUnderstanding(ctx.bundle_dir / "dictionary.txt", params, corr, weighter)
 
     register_stage("understanding", "baseline", understanding)
     register_stage("relevance", "text", lambda p, ctx: TextRelevance(p))

@@ -83,9 +83,10 @@ class Recall:
         c = self.config
         if c.text.enabled and q.terms:
             t0 = time.perf_counter()
-            plan = make_plan(q.terms, q.weights, q.normalized, c.text.quota, inp.now_ts, self.cfg)
+            plan = make_plan(q.terms, q.weights, q.normalized, c.text.quota, inp.now_ts, self.cfg, q.required)
             routes["text"] = [(h.video_id, h.score) for h in self.engine.text_recall(plan)]
-            explain["routes"]["text"] = {"hits": len(routes["text"]), "ms": round((time.perf_counter() - t0) * 1000, 2)}
+            explain["routes"]["text"] = {"hits": len(routes["text"]), "required": [t for t, r in zip(plan.terms, plan.required) if r],
+                                         "ms": round((time.perf_counter() - t0) * 1000, 2)}
         if c.rewrite.enabled:
             t0 = time.perf_counter()
             rws = self.rewrites.rewrite(q)

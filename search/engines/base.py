@@ -20,20 +20,28 @@ class TextQueryPlan:
     size: int
     now_ts: float
     minimum_should_match: int = 1
+    required: tuple[bool, ...] = ()  # per term: must match (from term weights); empty = all optional
+
+    def is_required(self, i: int) -> bool:
+        return bool(self.required) and self.required[i]
 
 
 def make_plan(tokens: list[str], weights: list[float] | None, full_text: str, size: int, now_ts: float,
-              cfg: IndexConfig) -> TextQueryPlan:
+              cfg: IndexConfig, required: list[bool] | None = None) -> TextQueryPlan:
     seen: dict[str, float] = {}
+    must: dict[str, bool] = {}
     for i, t in enumerate(tokens):
         w = float(weights[i]) if weights else 1.0
+        r = bool(required[i]) if required else False
         if t not in seen and len(seen) < MAX_QUERY_TERMS:
-            seen[t] = w
+            seen[t], must[t] = w, r
         elif t in seen:
-            seen[t] = max(seen[t], w)
+            seen[t], must[t] = max(seen[t], w), must[t] or r
     phrase = tuple(t for t in tokens if t in seen)[:MAX_QUERY_TERMS]
-    return TextQueryPlan(tuple(seen), tuple(seen.values()), phrase, full_text, size, now_ts,
-                         int(cfg.recall.get("minimum_should_match", 1)))
+    req = tuple(must[t] for t in seen) if any(must.values()) else ()
+    # With required terms, the optional clauses only add score.
+    msm = 0 if req else int(cfg.recall.get("minimum_should_match", 1))
+    return TextQueryPlan(tuple(seen), tuple(seen.values()), phrase, full_text, size, now_ts, msm, req)
 
 
 @dataclass

@@ -129,10 +129,12 @@ class ElasticsearchEngine:
     def compile(self, plan: TextQueryPlan) -> dict[str, Any]:
         rc = self.cfg.recall
         should: list[dict[str, Any]] = []
-        for term, w in zip(plan.terms, plan.weights):
+        must: list[dict[str, Any]] = []
+        for i, (term, w) in enumerate(zip(plan.terms, plan.weights)):
             per_field = [{"term": {f.name: {"value": term, "boost": f.boost}}} for f in self.cfg.text_fields]
             per_field += [{"term": {f.name: {"value": term, "boost": f.boost}}} for f in self.cfg.keyword_fields if f.name != "title_raw"]
-            should.append({"dis_max": {"queries": per_field, "tie_breaker": float(rc["tie_breaker"]), "boost": w}})
+            clause = {"dis_max": {"queries": per_field, "tie_breaker": float(rc["tie_breaker"]), "boost": w}}
+            (must if plan.is_required(i) else should).append(clause)
         cl = rc["closeness"]
         if len(plan.phrase) >= 2:
             phrase = " ".join(plan.phrase)
@@ -141,7 +143,7 @@ class ElasticsearchEngine:
         if plan.full_text:
             tr = next(f for f in self.cfg.keyword_fields if f.name == "title_raw")
             should.append({"term": {"title_raw": {"value": plan.full_text, "boost": tr.boost}}})
-        text = {"bool": {"should": should, "minimum_should_match": plan.minimum_should_match}}
+        text = {"bool": {"must": must, "should": should, "minimum_should_match": plan.minimum_should_match}}
         hot = {"function_score": {"query": text, "functions": [
             {"field_value_factor": {"field": "hot_weight", "modifier": "ln2p", "missing": 0}}],
             "boost_mode": "multiply"}}

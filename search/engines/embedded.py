@@ -98,10 +98,11 @@ class EmbeddedEngine:
         Q, Occur = tantivy.Query, tantivy.Occur
         rc = self.cfg.recall
         should: list[tuple[Any, Any]] = []
-        for term, w in zip(plan.terms, plan.weights):
+        for i, (term, w) in enumerate(zip(plan.terms, plan.weights)):
             per_field = [Q.boost_query(Q.term_query(self.schema, f.name, term), f.boost) for f in self.cfg.text_fields]
             per_field += [Q.boost_query(Q.term_query(self.schema, f.name, term), f.boost) for f in self.cfg.keyword_fields if f.name != "title_raw"]
-            should.append((Occur.Should, Q.boost_query(Q.disjunction_max_query(per_field, float(rc["tie_breaker"])), w)))
+            occur = Occur.Must if plan.is_required(i) else Occur.Should
+            should.append((occur, Q.boost_query(Q.disjunction_max_query(per_field, float(rc["tie_breaker"])), w)))
         cl = rc["closeness"]
         if len(plan.phrase) >= 2:
             should.append((Occur.Should, Q.boost_query(Q.phrase_query(self.schema, cl["field"], list(plan.phrase), int(cl["slop"])), float(cl["boost"]))))
