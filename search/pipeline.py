@@ -180,6 +180,12 @@ class SearchPipeline:
         rewrites = rec.explain.get("routes", {}).get("rewrite", {}).get("rewrites", [])
         rw_terms = [self.tokenizer.tokenize(r) for r in rewrites]
         for kind in ("relevance", "ranking", "rerank"):
+            if kind == "rerank" and ("ranking" not in self.stages or "failed" in stages.get("ranking", {})):
+                # No ranker: the previous stage's order is relevance (or recall) order.
+                rel_ok = "relevance" in self.stages and "failed" not in stages.get("relevance", {})
+                for c in cands:
+                    c.rank_score = c.relevance_score if rel_ok else c.recall_score
+                cands = sorted(cands, key=lambda c: -c.rank_score)
             st = self.stages.get(kind)
             if st is None:
                 stages[kind] = {"skipped": "disabled in config"}
@@ -193,9 +199,6 @@ class SearchPipeline:
                 log.exception("stage %s failed", kind)
                 warnings.append(f"{kind} stage {getattr(st, 'name', kind)!r} failed ({type(e).__name__}: {e}); previous order kept")
                 stages[kind] = {"failed": str(e)}
-        if "ranking" not in self.stages or "failed" in stages.get("ranking", {}):
-            for c in cands:  # keep a meaningful final score for evaluation
-                c.rank_score = c.relevance_score if "relevance" in self.stages else c.recall_score
         max_results = int(self.config.get("search", {}).get("max_results", 1000))
         cands = cands[:max_results]
         start = (req.page - 1) * req.size
