@@ -166,6 +166,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return cmd_serve(ns)
 
 
+def cmd_new_words(args: argparse.Namespace) -> int:
+    from query_understanding.new_words import discover, jieba_vocabulary, texts_from, write_candidates
+    from query_understanding.normalize import normalize_doc_text
+    from query_understanding.tokenize import read_dictionary
+
+    from .kb import business_dictionary, load_kb
+
+    if args.dictionary:
+        known = {e.word for e in read_dictionary(args.dictionary)}
+    else:
+        known = {w for w, _, _ in business_dictionary(load_kb())}
+    known |= {normalize_doc_text(w) for w in jieba_vocabulary()}
+    words = discover(texts_from(args.catalog, args.logs), known, min_freq=args.min_freq, top=args.top)
+    out = write_candidates(words, args.out)
+    print(f"{len(words)} candidate words → {out}")
+    for w in words[:15]:
+        print(f"  {w.word}\tfreq {w.freq}\tcohesion {w.cohesion}\tentropy L{w.left_entropy}/R{w.right_entropy}")
+    return 0
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Simulated users search the catalog through the pipeline; logs + truth + judged sets."""
     from .indexer import CURRENT, build_index
@@ -261,6 +281,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--host")
     d.add_argument("--port", type=int)
     d.set_defaults(func=cmd_demo)
+
+    qu = sub.add_parser("qu", help="query-understanding offline jobs").add_subparsers(dest="sub", required=True)
+    nw = qu.add_parser("new-words", help="discover words missing from the business dictionary (for review)")
+    nw.add_argument("--catalog", required=True)
+    nw.add_argument("--logs", help="impressions JSONL: its queries count too")
+    nw.add_argument("--dictionary", help="business dictionary (default: from the bundled knowledge base)")
+    nw.add_argument("--out", required=True, help="TSV of candidates, best first")
+    nw.add_argument("--min-freq", type=int, default=8)
+    nw.add_argument("--top", type=int, default=500)
+    nw.set_defaults(func=cmd_new_words)
 
     sm = sub.add_parser("simulate", help="simulated users search the catalog through the pipeline; write logs, aggregates, judged sets")
     sm.add_argument("--catalog", required=True)
