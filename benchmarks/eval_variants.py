@@ -30,6 +30,7 @@ VARIANTS = {
     "+ rewrite + vector routes": {"relevance": OFF, "ranking": OFF},
     "full pipeline": {},
     "full − spelling correction": {"understanding": {"params": {"correction": False}}},
+    "full + required entity terms": {"understanding": {"params": {"require_entities": True}}},
     "full − term weights": {"understanding": {"params": {"term_weights": False}}},
 }
 

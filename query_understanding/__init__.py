@@ -95,6 +95,7 @@ class QueryUnderstanding:
         self.corrector = corrector if self.config.get("correction", True) else None
         self.weighter = weighter if self.config.get("term_weights", True) else None
         self.require_min_weight = float(self.config.get("require_min_weight", 0.6))
+        self.require_entities = bool(self.config.get("require_entities", False))
 
     def run(self, inp: QueryInput) -> UnderstoodQuery:
         t0 = time.perf_counter()
@@ -117,12 +118,14 @@ class QueryUnderstanding:
                 qt.weight = self.weighter.weight(qt.text, qt.entity_type)
             # With two or more terms, the important ones (entity names, rare words) must
             # match in text recall; the rest only add score.
-            if len(tokens) >= 2:
-                for qt in tokens:
-                    # Single characters tokenize unstably (歌 vs 首歌): never required.
-                    qt.required = qt.weight >= self.require_min_weight and (len(qt.text) >= 2 or qt.entity_type is not None)
-                if all(qt.required for qt in tokens) and len(tokens) > 3:
-                    min(tokens, key=lambda x: x.weight).required = False
+            if len(tokens) >= 2 and self.require_entities:
+                # Only recognized entity names are required (at most the two heaviest): rare
+                # non-entity words (Latin title words, fillers) weigh a lot by IDF but are
+                # often missing from the very videos users want (eval_variants showed it).
+                ents = sorted((qt for qt in tokens if qt.entity_type and qt.weight >= self.require_min_weight and len(qt.text) >= 2),
+                              key=lambda x: -x.weight)[:2]
+                for qt in ents:
+                    qt.required = True
             steps.append("term_weights")
         entities = [Entity(t.text, t.entity_type, i, i + 1) for i, t in enumerate(tokens) if t.entity_type]
         return UnderstoodQuery(

@@ -32,7 +32,10 @@ from .normalize import normalize_doc_text
 _HAN = re.compile(r"[\u4e00-\u9fff]")
 _HAN_RUN = re.compile(r"[\u4e00-\u9fff]+")
 
-CHANNEL_COST = {"full_pinyin": 0.6, "english_spacing": 0.4, "homophone": 1.4, "initials": 2.2, "near_form": 3.2}
+MUSIC_WORDS = ("翻唱", "教学", "现场", "伴奏", "歌词", "舞蹈", "翻跳", "纯享", "直拍", "演唱会", "歌单", "合集", "串烧", "吉他",
+               "钢琴", "弹唱", "混剪", "完整版", "live", "cover", "reaction", "跑步", "健身", "学习", "睡前", "治愈", "伤感",
+               "放松", "怀旧", "经典老歌", "纯音乐", "好听的歌", "抖音", "热歌", "新歌", "粤语", "英文歌", "日语歌")
+CHANNEL_COST = {"full_pinyin": 0.6, "english_spacing": 0.4, "homophone": 1.4, "initials": 2.2, "latin_typo": 2.0, "near_form": 3.2}
 
 
 def pinyin_key(text: str) -> str:
@@ -117,6 +120,12 @@ class Corrector:
                 for i in range(len(name)):
                     self.deletes.setdefault(name[:i] + "\x00" + name[i + 1 :], []).append(name)
         self.max_pinyin_len = max((len(k) for k in self.by_pinyin), default=0)
+        # Deletion index (SymSpell) over Latin keys: pinyin of names and English names.
+        self.latin_deletes: dict[str, list[str]] = {}
+        for key in list(self.by_pinyin) + list(self.english) + [n for n in lexicon if n.isascii() and " " not in n]:
+            if len(key) >= 5:
+                for d in {key} | {key[:i] + key[i + 1 :] for i in range(len(key))}:
+                    self.latin_deletes.setdefault(d, []).append(key)
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -143,6 +152,8 @@ class Corrector:
             add(s["title"], float(s.get("popularity", 0.0)) * 0.7)
         for sh in kb.shows:
             add(sh["name"], 8.0)
+        for w in MUSIC_WORDS:  # what users add to names: versions, formats, moods
+            add(w, 6.0)
         lm = CharBigramLM.fit(normalize_doc_text(t) for t in titles)
         return cls(lex, english, lm, query_freq, config)
 
@@ -177,6 +188,15 @@ class Corrector:
             if len(token) >= 3:
                 for name in self.by_initials.get(token, [])[:20]:
                     out.append(Candidate(name, "initials", CHANNEL_COST["initials"]))
+            if not out and len(token) >= 5:
+                # Keyboard slips in pinyin or English names: one substituted/dropped letter.
+                seen: set[str] = set()
+                for d in {token} | {token[:i] + token[i + 1 :] for i in range(len(token))}:
+                    for key in self.latin_deletes.get(d, []):
+                        if key != token and key not in seen:
+                            seen.add(key)
+                            target = self.english.get(key) or (self.by_pinyin.get(key) or [key])[0]
+                            out.append(Candidate(target, "latin_typo", CHANNEL_COST["latin_typo"]))
             return out
         if _HAN.search(token) and len(token) >= 2:
             for name in self.by_pinyin.get(pinyin_key(token), []):
@@ -271,7 +291,14 @@ class Corrector:
             changed = changed or applied
             rewrite_tokens.append(best.text if conf >= self.config.rewrite_threshold else t)
         if changed:
-            res.text = " ".join(out_tokens)
+            # Keep the user's spacing: replace each corrected unit where it stands.
+            text = normalized
+            for c in res.corrections:
+                if c["applied"]:
+                    text = text.replace(c["original"], c["corrected"], 1) if c["original"] in text else None
+                    if text is None:
+                        break
+            res.text = text if text is not None else " ".join(out_tokens)
         rw = " ".join(rewrite_tokens)
         if rw != " ".join(out_tokens):
             res.rewrites.append(rw)

@@ -129,6 +129,32 @@ def cmd_eval_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_qu(args: argparse.Namespace) -> int:
+    """Spelling-correction precision/recall on labelled {typed, clean} pairs."""
+    from query_understanding.evaluation import evaluate_correction
+
+    from .evaluation import read_jsonl
+    from .pipeline import SearchPipeline
+
+    pipe = SearchPipeline(_config_from(args))
+    try:
+        pairs = read_jsonl(args.corrections)
+        clean = [r["query"] for r in read_jsonl(args.clean_queries)] if args.clean_queries else []
+        rep = evaluate_correction(pipe.understand, pairs, clean)
+    finally:
+        pipe.close()
+    s = rep.summary()
+    if args.json:
+        print(json.dumps(s, ensure_ascii=False, indent=1))
+        return 0
+    print(f"spelling correction on {s['pairs']} noisy queries: precision {s['precision']}, recall {s['recall']}, "
+          f"recall incl. rewrites {s['rewrite_recall']}; false corrections on {s['clean_queries']} clean queries: "
+          f"{s['false_correction_rate']}")
+    for k, v in s["by_noise"].items():
+        print(f"  {k:<12} {v['pairs']:>6} pairs  recall {v['recall']:.3f}  incl. rewrites {v['rewrite_recall']:.3f}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -270,6 +296,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--run", help="also write the ranked results (TREC run format)")
     _engine_args(e)
     e.set_defaults(func=cmd_eval_search)
+
+    eq = ev.add_parser("qu", help="query understanding: spelling-correction precision/recall (NER/intent: not yet)")
+    eq.add_argument("--corrections", required=True, help='JSONL {"typed","clean"[,"noise"]}, e.g. a simulation\'s truth/query_noise.jsonl')
+    eq.add_argument("--clean-queries", help='JSONL {"query"} of clean queries (false-correction rate), e.g. judged/queries.jsonl')
+    eq.add_argument("--json", action="store_true")
+    _engine_args(eq)
+    eq.set_defaults(func=cmd_eval_qu)
 
     d = sub.add_parser("demo", help="build the demo catalog + embedded index if missing, then serve")
     d.add_argument("--dir", default=str(DEFAULT_DEMO_DIR))

@@ -27,7 +27,8 @@ def tok(tmp_path_factory):
     ("林俊节 江南", "林俊杰 江南", "homophone"),
     ("薛之千", "薛之谦", "homophone"),
     ("zhoujielun", "周杰伦", "full_pinyin"),
-    ("zhoujielun晴天", "周杰伦 晴天", "full_pinyin"),  # mixed pinyin / Chinese
+    ("zhoujielun晴天", "周杰伦晴天", "full_pinyin"),  # mixed pinyin / Chinese (the user's spacing is kept)
+    ("zhoujielum", "周杰伦", "latin_typo"),          # keyboard slip in pinyin
     ("zhoujielunqingtian", "周杰伦 晴天", "full_pinyin"),
     ("zjl 晴天", "周杰伦 晴天", "initials"),
     ("jaychou", "jay chou", "english_spacing"),
@@ -77,3 +78,15 @@ def test_pipeline_searches_the_corrected_query(pipeline):
     assert res.query.corrections and res.query.corrections[0].reason == "homophone"
     assert res.hits[0].video_id in ("t-qingtian-mv", "t-qingtian-live")
     assert "correct" in res.stages["understanding"]["steps"]
+
+
+def test_eval_qu_counts_normalization_and_correction(pipeline):
+    from query_understanding.evaluation import evaluate_correction
+
+    pairs = [{"typed": "周杰轮 晴天", "clean": "周杰伦 晴天", "noise": "homophone"},
+             {"typed": "周杰倫 晴天", "clean": "周杰伦 晴天", "noise": "traditional"},
+             {"typed": "xyzxyzxyz", "clean": "周杰伦", "noise": "keyboard"}]
+    rep = evaluate_correction(pipeline.understand, pairs, ["周杰伦 晴天", "会不会 翻唱"])
+    assert rep.pairs == 3 and rep.corrected == 1 and rep.precision == 1.0
+    assert abs(rep.recall - 2 / 3) < 1e-9 and rep.false_correction_rate == 0.0
+    assert rep.by_noise["traditional"]["recall"] == 1.0 and rep.by_noise["keyboard"]["recall"] == 0.0

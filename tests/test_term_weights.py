@@ -25,7 +25,11 @@ def test_click_factors_reward_terms_clicked_results_contain(tmp_path):
     assert cf["翻唱"] > 1.0
 
 
-def test_required_terms_must_match_on_the_engine(pipeline):
+def test_required_terms_must_match_on_the_engine(embedded_index):
+    from search.pipeline import SearchPipeline
+    from tests.conftest import pipeline_config
+
+    pipeline = SearchPipeline(pipeline_config(embedded_index, understanding={"params": {"require_entities": True}}))
     q = pipeline.understand("周杰伦 晴天")
     assert q.required == [True, True]
     plan = make_plan(q.terms, q.weights, q.normalized, 50, pipeline.reference_ts, pipeline.recall.cfg, q.required)
@@ -35,6 +39,7 @@ def test_required_terms_must_match_on_the_engine(pipeline):
         toks = {t for f in ("title", "artists", "songs", "tags", "uploader", "description") for t in d["_fields"][f]}
         toks |= set(d["_fields"]["artist_kw"]) | set(d["_fields"]["song_kw"])
         assert {"周杰伦", "晴天"} <= toks
+    assert not any(SearchPipeline(pipeline_config(embedded_index)).understand("周杰伦 晴天").required)  # off by default
 
 
 def test_single_characters_and_fillers_are_optional(pipeline):

@@ -130,6 +130,7 @@ def simulate(catalog: str | Path, out: str | Path, pipeline: SearchPipeline, cfg
     rt: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])      # today so far
     intents_seen: dict[str, dict[str, Any]] = {}
     pair_grades: dict[tuple[str, str], int] = {}
+    noisy_queries: dict[str, dict[str, str]] = {}
     sess_seq = 0
     pool = None
     workers = int(cfg.get("workers", 0))
@@ -203,6 +204,8 @@ def simulate(catalog: str | Path, out: str | Path, pipeline: SearchPipeline, cfg
                         summ.requests += 1
                         summ.noisy_queries += 1 if noise_kind else 0
                         intents_seen.setdefault(normalize(clean), {"query": clean, **intent.to_dict()})
+                        if noise_kind:
+                            noisy_queries.setdefault(query, {"typed": query, "clean": clean, "noise": noise_kind})
                         satisfied = False
                         for pos, h in enumerate(hits, start=1):
                             vid = h["video_id"]
@@ -280,6 +283,9 @@ def simulate(catalog: str | Path, out: str | Path, pipeline: SearchPipeline, cfg
         with open(w.path("truth/grades.jsonl"), "w", encoding="utf-8") as f:
             for (q, vid), g in sorted(pair_grades.items()):
                 f.write(json.dumps({"query": q, "video_id": vid, "grade": g}, ensure_ascii=False) + "\n")
+        with open(w.path("truth/query_noise.jsonl"), "w", encoding="utf-8") as f:
+            for q, rec in sorted(noisy_queries.items()):  # what each noisy query should have been
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
         with open(w.path("truth/intents.jsonl"), "w", encoding="utf-8") as f:
             for q, it in sorted(intents_seen.items()):
                 f.write(json.dumps(it, ensure_ascii=False) + "\n")
