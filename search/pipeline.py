@@ -209,8 +209,11 @@ class SearchPipeline:
     def health(self) -> dict[str, Any]:
         h = self.engine.health()
         h["stages"] = {k: getattr(v, "name", k) for k, v in self.stages.items()}
+        qu = self.stages.get("understanding")
         h["models_loaded"] = {"embedder": self.embedder.name if self.embedder else None,
-                              "rewrite_table": self.recall.rewrites.version}
+                              "rewrite_table": self.recall.rewrites.version,
+                              "spelling_correction": getattr(qu, "corrector", None) is not None,
+                              "term_weights": getattr(qu, "weighter", None) is not None}
         return h
 
     def close(self) -> None:
