@@ -88,7 +88,8 @@ class QueryUnderstanding:
     name = "baseline"
 
     def __init__(self, dictionary: str | Path | None = None, config: dict[str, Any] | None = None,
-                 corrector: "Corrector | None" = None, weighter: "TermWeighter | None" = None):
+                 corrector: "Corrector | None" = None, weighter: "TermWeighter | None" = None,
+                 intent_model: "IntentClassifier | None" = None):
         self.config = config or {}
         self.tokenizer: Tokenizer = get_tokenizer(dictionary)
         self.entity_types = {e.word: e.tag for e in self.tokenizer.entries}
@@ -96,6 +97,7 @@ class QueryUnderstanding:
         self.weighter = weighter if self.config.get("term_weights", True) else None
         self.require_min_weight = float(self.config.get("require_min_weight", 0.6))
         self.require_entities = bool(self.config.get("require_entities", False))
+        self.intent_model = intent_model
 
     def run(self, inp: QueryInput) -> UnderstoodQuery:
         t0 = time.perf_counter()
@@ -128,12 +130,14 @@ class QueryUnderstanding:
                     qt.required = True
             steps.append("term_weights")
         entities = [Entity(t.text, t.entity_type, i, i + 1) for i, t in enumerate(tokens) if t.entity_type]
-        return UnderstoodQuery(
-            raw=inp.text, normalized=norm, tokens=tokens, entities=entities, corrections=corrections, rewrites=rewrites,
-            explain={"stage": self.name, "steps": steps,
+        q = UnderstoodQuery(raw=inp.text, normalized=norm, tokens=tokens, entities=entities, corrections=corrections, rewrites=rewrites)
+        if self.intent_model is not None and tokens:
+            q.intents = self.intent_model.predict(q)
+            steps.append("intent")
+        q.explain = {"stage": self.name, "steps": steps,
                      "term_weights": "idf·type·clicks" if self.weighter is not None else "uniform",
-                     "ms": round((time.perf_counter() - t0) * 1000, 3)},
-        )
+                     "ms": round((time.perf_counter() - t0) * 1000, 3)}
+        return q
 
 
 __all__ = ["Corrector", "QueryUnderstanding", "QueryInput", "UnderstoodQuery", "QueryToken", "Entity", "Correction",

@@ -136,14 +136,33 @@ def cmd_eval_qu(args: argparse.Namespace) -> int:
     from .evaluation import read_jsonl
     from .pipeline import SearchPipeline
 
+    if not args.corrections and not args.intents:
+        raise ValueError("give --corrections and/or --intents")
     pipe = SearchPipeline(_config_from(args))
     try:
+        intents = None
+        if args.intents:
+            from query_understanding.intent import IntentClassifier, evaluate_intents
+
+            clf = IntentClassifier.load(args.intent_model) if args.intent_model else None
+            gold = read_jsonl(args.intents)
+            if args.exclude_queries:  # hold out: queries the model was trained on do not count
+                from query_understanding.normalize import normalize
+
+                seen = {normalize(json.loads(l).get("query", "")) for l in open(args.exclude_queries, encoding="utf-8")}
+                gold = [g for g in gold if normalize(g["query"]) not in seen]
+            intents = evaluate_intents(pipe.understand, clf, gold)
+        if not args.corrections:
+            print(json.dumps({"intents": intents}, ensure_ascii=False, indent=None if args.json else 1))
+            return 0
         pairs = read_jsonl(args.corrections)
         clean = [r["query"] for r in read_jsonl(args.clean_queries)] if args.clean_queries else []
         rep = evaluate_correction(pipe.understand, pairs, clean)
     finally:
         pipe.close()
     s = rep.summary()
+    if intents is not None:
+        s["intents"] = intents
     if args.json:
         print(json.dumps(s, ensure_ascii=False, indent=1))
         return 0
@@ -152,6 +171,9 @@ def cmd_eval_qu(args: argparse.Namespace) -> int:
           f"{s['false_correction_rate']}")
     for k, v in s["by_noise"].items():
         print(f"  {k:<12} {v['pairs']:>6} pairs  recall {v['recall']:.3f}  incl. rewrites {v['rewrite_recall']:.3f}")
+    if intents is not None:
+        print(f"intent on {intents['queries']} queries: classifier {intents['classifier_accuracy']}, rules only "
+              f"{intents['rules_only_accuracy']}; by intent {intents['classifier_by_intent']}")
     return 0
 
 
@@ -209,6 +231,27 @@ def cmd_new_words(args: argparse.Namespace) -> int:
     print(f"{len(words)} candidate words → {out}")
     for w in words[:15]:
         print(f"  {w.word}\tfreq {w.freq}\tcohesion {w.cohesion}\tentropy L{w.left_entropy}/R{w.right_entropy}")
+    return 0
+
+
+def cmd_train_intent(args: argparse.Namespace) -> int:
+    """Weak labels (rules + clicks) from the train split of a search log → intent classifier."""
+    from collections import Counter
+
+    from query_understanding.intent import IntentClassifier, training_set
+
+    from .pipeline import SearchPipeline
+
+    pipe = SearchPipeline(_config_from(args))
+    try:
+        texts, labels = training_set(args.logs, pipe.understand, pipe.engine.get_docs)
+    finally:
+        pipe.close()
+    if len(set(labels)) < 2:
+        print("mvsearch: error: not enough labelled queries in the log to train an intent model", file=sys.stderr)
+        return 2
+    IntentClassifier.train(texts, labels, seed=args.seed).save(args.out)
+    print(f"intent model on {len(texts)} weakly labelled queries {dict(Counter(labels))} → {args.out}")
     return 0
 
 
@@ -297,8 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
     _engine_args(e)
     e.set_defaults(func=cmd_eval_search)
 
-    eq = ev.add_parser("qu", help="query understanding: spelling-correction precision/recall (NER/intent: not yet)")
-    eq.add_argument("--corrections", required=True, help='JSONL {"typed","clean"[,"noise"]}, e.g. a simulation\'s truth/query_noise.jsonl')
+    eq = ev.add_parser("qu", help="query understanding: spelling-correction precision/recall, intent accuracy (NER: not yet)")
+    eq.add_argument("--corrections", help='JSONL {"typed","clean"[,"noise"]}, e.g. a simulation\'s truth/query_noise.jsonl')
+    eq.add_argument("--intents", help='JSONL {"query","kind"} gold intents, e.g. a simulation\'s truth/intents.jsonl')
+    eq.add_argument("--intent-model", help="intent classifier (mvsearch qu train-intent)")
+    eq.add_argument("--exclude-queries", help="JSONL with a query field: queries to leave out of the intent evaluation (training queries)")
     eq.add_argument("--clean-queries", help='JSONL {"query"} of clean queries (false-correction rate), e.g. judged/queries.jsonl')
     eq.add_argument("--json", action="store_true")
     _engine_args(eq)
@@ -324,6 +370,13 @@ def build_parser() -> argparse.ArgumentParser:
     nw.add_argument("--min-freq", type=int, default=8)
     nw.add_argument("--top", type=int, default=500)
     nw.set_defaults(func=cmd_new_words)
+
+    ti = qu.add_parser("train-intent", help="train the intent classifier on a search log (weak labels from rules + clicks)")
+    ti.add_argument("--logs", required=True, help="impressions JSONL (only its train split is used)")
+    ti.add_argument("--out", required=True, help="model file (joblib), set as [understanding.params] intent_model")
+    ti.add_argument("--seed", type=int, default=0)
+    _engine_args(ti)
+    ti.set_defaults(func=cmd_train_intent)
 
     sm = sub.add_parser("simulate", help="simulated users search the catalog through the pipeline; write logs, aggregates, judged sets")
     sm.add_argument("--catalog", required=True)

@@ -58,7 +58,15 @@ def _register_baselines() -> None:
 
         tw = ctx.bundle_dir / "term_weights.json"
         weighter = TermWeighter.load(tw) if tw.exists() else None
-        return QueryUnderstanding(ctx.bundle_dir / "dictionary.txt", params, corr, weighter)
+        intent_model = None
+        if params.get("intent_model"):
+            from query_understanding.intent import IntentClassifier
+
+            path = Path(params["intent_model"])
+            if not path.exists():
+                raise FileNotFoundError(f"[understanding.params] intent_model {path} does not exist; train it with `mvsearch qu train-intent`")
+            intent_model = IntentClassifier.load(path)
+        return QueryUnderstanding(ctx.bundle_dir / "dictionary.txt", params, corr, weighter, intent_model)
 
     register_stage("understanding", "baseline", understanding)
     register_stage("relevance", "text", lambda p, ctx: TextRelevance(p))
@@ -211,6 +219,7 @@ class SearchPipeline:
         h["stages"] = {k: getattr(v, "name", k) for k, v in self.stages.items()}
         qu = self.stages.get("understanding")
         h["models_loaded"] = {"embedder": self.embedder.name if self.embedder else None,
+                              "intent_model": getattr(qu, "intent_model", None) is not None,
                               "rewrite_table": self.recall.rewrites.version,
                               "spelling_correction": getattr(qu, "corrector", None) is not None,
                               "term_weights": getattr(qu, "weighter", None) is not None}

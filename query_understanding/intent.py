@@ -1,0 +1,176 @@
+"""Query intent: navigational (artist / song / artist+song / show / uploader), version, lyric,
+descriptive (mood/scene/genre) — a trained classifier with a confidence.
+
+Training data comes from search logs, labelled weakly by rules on the query (dictionary
+entity types, version and mood words) and by what users clicked (mixes → descriptive; one
+uploader named in the query → uploader; a song the query does not name → lyric). A
+scikit-learn logistic regression over character n-grams and the entity-type pattern then
+generalizes past the rules (unknown names, noisy queries).
+
+    mvsearch qu train-intent --logs var/sim/logs/impressions.jsonl --out var/models/intent.joblib [--index-dir …]
+    mvsearch eval qu --intents var/sim/truth/intents.jsonl --intent-model var/models/intent.joblib
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Callable
+
+from .term_weights import VERSION_WORDS
+
+INTENTS = ("artist", "song", "artist_song", "show", "uploader", "version", "lyric", "mood")
+MOOD_WORDS = {"跑步", "健身", "运动", "学习", "自习", "治愈", "放松", "伤感", "emo", "开车", "睡前", "深夜", "燃", "嗨", "浪漫",
+              "告白", "快乐", "开心", "怀旧", "经典老歌", "安静", "纯音乐", "歌单", "bgm", "适合", "听的歌"}
+
+
+def type_pattern(tokens: list[Any]) -> str:
+    """What the query is made of, as words: 'artist song version'."""
+    out = []
+    for t in tokens:
+        if t.entity_type:
+            out.append(t.entity_type)
+        elif t.text in VERSION_WORDS:
+            out.append("version")
+        elif t.text in MOOD_WORDS or any(m in t.text for m in ("适合", "歌单", "bgm")):
+            out.append("mood")
+        else:
+            out.append("word")
+    return " ".join(out)
+
+
+def rule_label(q, clicked: list[dict[str, Any]]) -> str | None:
+    """Weak label from the query and its clicked videos (None: no confident rule)."""
+    pattern = type_pattern(q.tokens).split()
+    if clicked:
+        tags = Counter(t for d in clicked for t in d.get("tags", []))
+        if sum(1 for d in clicked if {"歌单", "合集"} & set(d.get("tags", []))) > len(clicked) / 2:
+            return "mood"
+        ups = {d.get("uploader", "") for d in clicked}
+        if len(ups) == 1 and next(iter(ups)) and next(iter(ups)).lower() in q.normalized:
+            return "uploader"
+        songs = Counter(s for d in clicked for s in d.get("songs", []))
+        if songs and not any(p in ("artist", "song", "show") for p in pattern):
+            top, n = songs.most_common(1)[0]
+            if n >= max(1, len(clicked) // 2) and top.lower() not in q.normalized:
+                return "lyric"
+        del tags
+    if "version" in pattern and ("song" in pattern or "artist" in pattern):
+        return "version"
+    if "artist" in pattern and "song" in pattern:
+        return "artist_song"
+    if "show" in pattern:
+        return "show"
+    if "mood" in pattern:
+        return "mood"
+    if pattern == ["artist"]:
+        return "artist"
+    if pattern == ["song"]:
+        return "song"
+    return None
+
+
+def _features(q) -> str:
+    return f"{q.normalized} || {type_pattern(q.tokens)}"
+
+
+# Module-level (not lambdas) so the fitted model can be saved with joblib.
+def _text_part(s: str) -> str:
+    return s.split(" || ")[0]
+
+
+def _type_part(s: str) -> str:
+    return s.split(" || ")[1]
+
+
+class IntentClassifier:
+    def __init__(self, model=None):
+        self.model = model
+
+    @classmethod
+    def train(cls, texts: list[str], labels: list[str], seed: int = 0) -> "IntentClassifier":
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import FeatureUnion, Pipeline
+
+        feats = FeatureUnion([
+            ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), min_df=2, sublinear_tf=True,
+                                      preprocessor=_text_part)),
+            ("types", TfidfVectorizer(analyzer="word", ngram_range=(1, 2), token_pattern=r"\S+",
+                                      preprocessor=_type_part)),
+        ])
+        model = Pipeline([("features", feats),
+                          ("clf", LogisticRegression(max_iter=2000, C=4.0, class_weight="balanced", random_state=seed))])
+        model.fit(texts, labels)
+        return cls(model)
+
+    def predict(self, q) -> dict[str, float]:
+        probs = self.model.predict_proba([_features(q)])[0]
+        return {c: round(float(p), 4) for c, p in sorted(zip(self.model.classes_, probs), key=lambda x: -x[1])[:3]}
+
+    def save(self, path: str | Path) -> None:
+        import joblib
+
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_suffix(p.suffix + ".tmp")
+        joblib.dump(self.model, tmp)
+        tmp.replace(p)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "IntentClassifier":
+        import joblib
+
+        return cls(joblib.load(path))
+
+
+def training_set(impressions: str | Path, understand: Callable[[str], Any], get_docs: Callable[[list[str]], dict],
+                 split: str = "train") -> tuple[list[str], list[str]]:
+    """One example per distinct normalized query: majority weak label over its requests."""
+    clicks: dict[str, dict[str, Any]] = defaultdict(lambda: {"query": "", "clicked": []})
+    with open(impressions, encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            if r.get("split", split) != split:
+                continue  # never learn from validation/test days
+            req = clicks[r["request_id"]]
+            req["query"] = r["query"]
+            if r.get("clicked"):
+                req["clicked"].append(r["video_id"])
+    votes: dict[str, Counter[str]] = defaultdict(Counter)
+    feats: dict[str, str] = {}
+    for req in clicks.values():
+        q = understand(req["query"])
+        if not q.tokens:
+            continue
+        docs = get_docs(req["clicked"]) if req["clicked"] else {}
+        lab = rule_label(q, list(docs.values()))
+        if lab:
+            votes[q.normalized][lab] += 1
+            feats[q.normalized] = _features(q)
+    texts, labels = [], []
+    for nq, c in sorted(votes.items()):
+        texts.append(feats[nq])
+        labels.append(c.most_common(1)[0][0])
+    return texts, labels
+
+
+def evaluate_intents(understand: Callable[[str], Any], clf: IntentClassifier | None, gold: list[dict[str, Any]]) -> dict[str, Any]:
+    """Accuracy of the classifier and of the query-only rules against gold {query, kind}."""
+    norm = {"alias": "artist"}
+    n = ok_clf = ok_rule = 0
+    per: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for g in gold:
+        want = norm.get(g["kind"], g["kind"])
+        q = understand(g["query"])
+        n += 1
+        rule = rule_label(q, []) or "unknown"
+        ok_rule += int(rule == want)
+        if clf is not None:
+            pred = max(clf.predict(q).items(), key=lambda x: x[1])[0]
+            ok_clf += int(pred == want)
+            per[want][0] += 1
+            per[want][1] += int(pred == want)
+    return {"queries": n, "rules_only_accuracy": round(ok_rule / n, 4) if n else 0.0,
+            "classifier_accuracy": round(ok_clf / n, 4) if n and clf else None,
+            "classifier_by_intent": {k: round(v[1] / v[0], 4) for k, v in sorted(per.items())}}
