@@ -8,7 +8,7 @@ scikit-learn logistic regression over character n-grams and the entity-type patt
 generalizes past the rules (unknown names, noisy queries).
 
     mvsearch qu train-intent --logs var/sim/logs/impressions.jsonl --out var/models/intent.joblib [--index-dir …]
-    mvsearch eval qu --intents var/sim/truth/intents.jsonl --intent-model var/models/intent.joblib
+    mvsearch eval qu --intents GOLD.jsonl --intent-model var/models/intent.joblib   (gold: {"query","kind"})
 """
 from __future__ import annotations
 

@@ -341,8 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_eval_search)
 
     eq = ev.add_parser("qu", help="query understanding: spelling-correction precision/recall, intent accuracy (NER: not yet)")
-    eq.add_argument("--corrections", help='JSONL {"typed","clean"[,"noise"]}, e.g. a simulation\'s truth/query_noise.jsonl')
-    eq.add_argument("--intents", help='JSONL {"query","kind"} gold intents, e.g. a simulation\'s truth/intents.jsonl')
+    eq.add_argument("--corrections", help='JSONL {"typed","clean"[,"noise"]} labelled noisy queries (the simulator writes them; README)')
+    eq.add_argument("--intents", help='JSONL {"query","kind"} gold intents (the simulator writes them; README)')
     eq.add_argument("--intent-model", help="intent classifier (mvsearch qu train-intent)")
     eq.add_argument("--exclude-queries", help="JSONL with a query field: queries to leave out of the intent evaluation (training queries)")
     eq.add_argument("--clean-queries", help='JSONL {"query"} of clean queries (false-correction rate), e.g. judged/queries.jsonl')
