@@ -281,12 +281,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_es(args: argparse.Namespace, rest: list[str]) -> int:
-    from . import es_local
-
-    return es_local.main(rest) or 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mvsearch", description="music-video search engine")
     p.add_argument("-v", "--verbose", action="store_true")
