@@ -28,13 +28,13 @@ from typing import Any, Iterable
 from pypinyin import Style, lazy_pinyin
 
 from .normalize import normalize_doc_text
+from .vocabulary import DESCRIPTIVE_WORDS, VERSION_WORDS
 
 _HAN = re.compile(r"[\u4e00-\u9fff]")
 _HAN_RUN = re.compile(r"[\u4e00-\u9fff]+")
 
-MUSIC_WORDS = ("翻唱", "教学", "现场", "伴奏", "歌词", "舞蹈", "翻跳", "纯享", "直拍", "演唱会", "歌单", "合集", "串烧", "吉他",
-               "钢琴", "弹唱", "混剪", "完整版", "live", "cover", "reaction", "跑步", "健身", "学习", "睡前", "治愈", "伤感",
-               "放松", "怀旧", "经典老歌", "纯音乐", "好听的歌", "抖音", "热歌", "新歌", "粤语", "英文歌", "日语歌")
+# What users add to names (versions, formats, moods) is known vocabulary, never a typo.
+MUSIC_WORDS = tuple(sorted(VERSION_WORDS | DESCRIPTIVE_WORDS | {"合集", "好听的歌", "日语歌"}))
 CHANNEL_COST = {"full_pinyin": 0.6, "english_spacing": 0.4, "homophone": 1.4, "initials": 2.2, "latin_typo": 2.0, "near_form": 3.2}
 
 
@@ -152,7 +152,7 @@ class Corrector:
             add(s["title"], float(s.get("popularity", 0.0)) * 0.7)
         for sh in kb.shows:
             add(sh["name"], 8.0)
-        for w in MUSIC_WORDS:  # what users add to names: versions, formats, moods
+        for w in MUSIC_WORDS:
             add(w, 6.0)
         lm = CharBigramLM.fit(normalize_doc_text(t) for t in titles)
         return cls(lex, english, lm, query_freq, config)

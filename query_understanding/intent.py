@@ -12,16 +12,14 @@ generalizes past the rules (unknown names, noisy queries).
 """
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Callable
 
-from .term_weights import VERSION_WORDS
+from .records import iter_jsonl
+from .vocabulary import DESCRIPTIVE_WORDS, VERSION_WORDS
 
 INTENTS = ("artist", "song", "artist_song", "show", "uploader", "version", "lyric", "mood")
-MOOD_WORDS = {"跑步", "健身", "运动", "学习", "自习", "治愈", "放松", "伤感", "emo", "开车", "睡前", "深夜", "燃", "嗨", "浪漫",
-              "告白", "快乐", "开心", "怀旧", "经典老歌", "安静", "纯音乐", "歌单", "bgm", "适合", "听的歌"}
 
 
 def type_pattern(tokens: list[Any]) -> str:
@@ -32,7 +30,7 @@ def type_pattern(tokens: list[Any]) -> str:
             out.append(t.entity_type)
         elif t.text in VERSION_WORDS:
             out.append("version")
-        elif t.text in MOOD_WORDS or any(m in t.text for m in ("适合", "歌单", "bgm")):
+        elif t.text in DESCRIPTIVE_WORDS or any(m in t.text for m in ("适合", "歌单", "bgm")):
             out.append("mood")
         else:
             out.append("word")
@@ -43,7 +41,6 @@ def rule_label(q, clicked: list[dict[str, Any]]) -> str | None:
     """Weak label from the query and its clicked videos (None: no confident rule)."""
     pattern = type_pattern(q.tokens).split()
     if clicked:
-        tags = Counter(t for d in clicked for t in d.get("tags", []))
         if sum(1 for d in clicked if {"歌单", "合集"} & set(d.get("tags", []))) > len(clicked) / 2:
             return "mood"
         ups = {d.get("uploader", "") for d in clicked}
@@ -54,7 +51,6 @@ def rule_label(q, clicked: list[dict[str, Any]]) -> str | None:
             top, n = songs.most_common(1)[0]
             if n >= max(1, len(clicked) // 2) and top.lower() not in q.normalized:
                 return "lyric"
-        del tags
     if "version" in pattern and ("song" in pattern or "artist" in pattern):
         return "version"
     if "artist" in pattern and "song" in pattern:
@@ -128,15 +124,13 @@ def training_set(impressions: str | Path, understand: Callable[[str], Any], get_
                  split: str = "train") -> tuple[list[str], list[str]]:
     """One example per distinct normalized query: majority weak label over its requests."""
     clicks: dict[str, dict[str, Any]] = defaultdict(lambda: {"query": "", "clicked": []})
-    with open(impressions, encoding="utf-8") as f:
-        for line in f:
-            r = json.loads(line)
-            if r.get("split", split) != split:
-                continue  # never learn from validation/test days
-            req = clicks[r["request_id"]]
-            req["query"] = r["query"]
-            if r.get("clicked"):
-                req["clicked"].append(r["video_id"])
+    for r in iter_jsonl(impressions):
+        if r.get("split", split) != split or "request_id" not in r:
+            continue  # never learn from validation/test days
+        req = clicks[r["request_id"]]
+        req["query"] = r.get("query", "")
+        if r.get("clicked"):
+            req["clicked"].append(r["video_id"])
     votes: dict[str, Counter[str]] = defaultdict(Counter)
     feats: dict[str, str] = {}
     for req in clicks.values():

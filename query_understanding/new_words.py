@@ -14,7 +14,6 @@ are dropped; the rest go to a TSV, best first, for a person to accept into the d
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import Counter, defaultdict
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Iterable
 
 from .normalize import normalize_doc_text
+from .records import iter_jsonl
 
 _SEGMENT = re.compile(r"[\u4e00-\u9fff]+")
 _BAD_START = set("的了在和与及是把被从中也都")
@@ -103,31 +103,22 @@ def discover(texts: Iterable[str], known: set[str], min_freq: int = 8, max_len: 
 def texts_from(catalog: str | Path, logs: str | Path | None = None) -> Iterable[str]:
     """Titles, descriptions and tags of a catalog JSONL (or the lines of a .txt file), then
     the distinct requests' queries of a search log."""
-    with open(catalog, encoding="utf-8") as f:
-        if str(catalog).endswith(".txt"):
+    if str(catalog).endswith(".txt"):
+        with open(catalog, encoding="utf-8") as f:
             yield from (line.strip() for line in f)
-            f = iter(())  # type: ignore[assignment]
-        for line in f:
-            try:
-                v = json.loads(line)
-            except json.JSONDecodeError:
-                continue
+    else:
+        for v in iter_jsonl(catalog):
             yield v.get("title", "")
             yield v.get("description", "")
             yield " ".join(v.get("tags", []))
     if logs:
         seen: set[str] = set()
-        with open(logs, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    r = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                rid = r.get("request_id")
-                if rid and rid in seen:
-                    continue
-                seen.add(rid)
-                yield r.get("query", "")
+        for r in iter_jsonl(logs):
+            rid = r.get("request_id")
+            if rid and rid in seen:
+                continue
+            seen.add(rid)
+            yield r.get("query", "")
 
 
 def write_candidates(words: list[NewWord], out: str | Path) -> Path:

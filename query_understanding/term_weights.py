@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
-VERSION_WORDS = {"live", "现场", "翻唱", "cover", "mv", "舞蹈", "翻跳", "教学", "伴奏", "歌词", "纯享", "直拍", "reaction", "dj",
-                 "演唱会", "弹唱", "吉他", "钢琴", "dance", "官方", "混剪"}
+from .records import iter_jsonl
+
+from .vocabulary import VERSION_WORDS
 TYPE_FACTOR = {"artist": 1.3, "song": 1.2, "show": 1.2, "version": 0.8}
 FLOOR = 0.05
 ENTITY_FLOOR = 0.65
@@ -32,12 +34,15 @@ class TermWeighter:
 
     @classmethod
     def fit(cls, docs: Iterable[list[str]], min_df: int = 1) -> "TermWeighter":
-        df: dict[str, int] = {}
+        df: Counter[str] = Counter()
         n = 0
         for toks in docs:
             n += 1
-            for t in set(toks):
-                df[t] = df.get(t, 0) + 1
+            df.update(set(toks))
+        return cls.from_document_frequencies(df, n, min_df)
+
+    @classmethod
+    def from_document_frequencies(cls, df: dict[str, int], n: int, min_df: int = 1) -> "TermWeighter":
         idf = {t: math.log((n + 1) / (c + 0.5)) for t, c in df.items() if c >= min_df}
         max_idf = math.log((n + 1) / 0.5)
         return cls(idf, max_idf, max_idf * 0.8)  # unseen tokens: rare, hence important
@@ -73,20 +78,15 @@ def click_factors(impressions_path: str | Path, tokenize, title_tokens, min_impr
     results that do not (impressions of queries containing the token), mapped to
     [0.7, 1.3]. `title_tokens(video_id)` gives a video's title tokens."""
     stats: dict[str, list[int]] = {}
-    with open(impressions_path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if "clicked" not in r or "video_id" not in r:
-                continue
-            in_title = title_tokens(r["video_id"])
-            for t in set(tokenize(r.get("query", ""))):
-                s = stats.setdefault(t, [0, 0, 0, 0])  # imp_with, clk_with, imp_without, clk_without
-                k = 0 if t in in_title else 2
-                s[k] += 1
-                s[k + 1] += int(bool(r["clicked"]))
+    for r in iter_jsonl(impressions_path):
+        if "clicked" not in r or "video_id" not in r:
+            continue
+        in_title = title_tokens(r["video_id"])
+        for t in set(tokenize(r.get("query", ""))):
+            s = stats.setdefault(t, [0, 0, 0, 0])  # imp_with, clk_with, imp_without, clk_without
+            k = 0 if t in in_title else 2
+            s[k] += 1
+            s[k + 1] += int(bool(r["clicked"]))
     out = {}
     for t, (iw, cw, io, co) in stats.items():
         if iw + io < min_impressions:

@@ -13,6 +13,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +23,7 @@ import numpy as np
 
 from index_config import DEFAULT_PATH as DEFAULT_INDEX_CONFIG
 from index_config import IndexConfig, load_index_config
+from query_understanding.records import iter_jsonl
 from query_understanding.tokenize import Tokenizer
 
 from .catalog import CatalogReport, iter_catalog
@@ -30,6 +32,7 @@ from .embedder import LsaEmbedder
 from .kb import alias_rewrite_table, business_dictionary, load_kb, write_dictionary
 
 CURRENT = "CURRENT"
+_WEIGHTED_FIELDS = ("title", "artists", "songs", "tags", "uploader", "description")
 VERSIONS = "versions"
 KEEP_VERSIONS = 2
 
@@ -144,9 +147,14 @@ def build_index(catalog: str | Path, index_dir: str | Path, engine: str = "embed
 
             t_emb = bar.add_task("embed (LSA baseline)", total=n)
             ids, tokens = [], []
+            df: Counter[str] = Counter()              # term weights' document frequencies
+            titles_tok: dict[str, set[str]] = {}      # click factors, when a log is given
             for d in _iter_fields(tmp / "docstore.sqlite"):
                 ids.append(d["video_id"])
                 tokens.append(embedding_tokens(d))
+                df.update({t for f in _WEIGHTED_FIELDS for t in d[f]})
+                if query_log:
+                    titles_tok[d["video_id"]] = set(d["title"])
             embedder = LsaEmbedder.fit(tokens, dims=int(cfg.vectors["dims"]))
             embedder.save(tmp / "embedder.npz")
             vectors = np.zeros((n, embedder.dims), dtype=np.float32)
@@ -191,16 +199,14 @@ def build_index(catalog: str | Path, index_dir: str | Path, engine: str = "embed
             conn.close()
             Corrector.build(load_kb(), titles, _query_frequencies(query_log) if query_log else None).save(tmp / "correction.json.gz")
             del titles
-            from query_understanding.term_weights import TermWeighter, click_factors
             from query_understanding.normalize import normalize as _normalize
+            from query_understanding.term_weights import TermWeighter, click_factors
 
-            fields_text = ("title", "artists", "songs", "tags", "uploader", "description")
-            weighter = TermWeighter.fit([t for f in fields_text for t in d[f]] for d in _iter_fields(tmp / "docstore.sqlite"))
+            weighter = TermWeighter.from_document_frequencies(df, n)
             if query_log:
-                titles_tok = {d["video_id"]: set(d["title"]) for d in _iter_fields(tmp / "docstore.sqlite")}
                 cf = click_factors(query_log, lambda q: tok.tokenize(_normalize(q)), lambda v: titles_tok.get(v, set()))
                 weighter = weighter.with_clicks(cf)
-                del titles_tok
+            del df, titles_tok
             weighter.save(tmp / "term_weights.json")
             _write_json_atomic(tmp / "rewrite_table.json", {"version": version_name, "source": "knowledge base aliases",
                                                            "rewrites": alias_rewrite_table(load_kb())})
@@ -225,22 +231,18 @@ def _query_frequencies(path: str | Path) -> dict[str, int]:
     from query_understanding.normalize import normalize
 
     seen: set[str] = set()
-    freq: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            for q in ([r] if "query" in r else r.get("queries", [])):
-                rid = q.get("request_id") or id(q)
+    freq: Counter[str] = Counter()
+    for r in iter_jsonl(path):
+        for q in ([r] if "query" in r else r.get("queries", [])):
+            rid = q.get("request_id")
+            if rid is not None:  # impressions repeat a request once per shown result
                 if rid in seen:
                     continue
                 seen.add(rid)
-                n = normalize(q.get("query", ""))
-                if n:
-                    freq[n] = freq.get(n, 0) + 1
-    return freq
+            n = normalize(q.get("query", ""))
+            if n:
+                freq[n] += 1
+    return dict(freq)
 
 
 def _write_pointer(index_dir: Path, version_name: str) -> None:

@@ -146,6 +146,7 @@ def simulate(catalog: str | Path, out: str | Path, pipeline: SearchPipeline, cfg
         vday_f = open(w.path("aggregates/video_daily.jsonl"), "w", encoding="utf-8")
         qvday_f = open(w.path("aggregates/query_video_daily.jsonl"), "w", encoding="utf-8")
         page = int(cfg["page_size"])
+        ranker = summ_ranker(pipeline)
 
         def week_now(day: int) -> float:
             return _ts(start + timedelta(days=(day // 7) * 7))
@@ -217,7 +218,7 @@ def simulate(catalog: str | Path, out: str | Path, pipeline: SearchPipeline, cfg
                                     "relevance_score": h["relevance_score"], "grade_pred": h["grade_pred"], "sources": h["sources"],
                                     "t1_video": {"impressions": t1[vid][0], "clicks": t1[vid][1], "valid_plays": t1[vid][2]},
                                     "rt_video": {"impressions": rt[vid][0], "clicks": rt[vid][1], "valid_plays": rt[vid][2]},
-                                    "ranker": pipeline.stages.get("ranking").name if pipeline.stages.get("ranking") else "none"}
+                                    "ranker": ranker}
                             rec = {"request_id": rid, "ts": round(ts, 3), "user_id": u.user_id, "query": query, "video_id": vid,
                                    "position": pos, "clicked": o.clicked, "play_time_s": o.play_time_s, "liked": o.liked,
                                    "shared": o.shared, "followed": o.followed, "valid_play": o.valid_play, "session_id": sid,
