@@ -2,12 +2,12 @@
 
 Public entry point: `QueryUnderstanding(config).run(QueryInput(text=...)) -> UnderstoodQuery`.
 
-Today: normalization (width, case, traditional→simplified with OpenCC, punctuation/emoji/
-control characters, protected symbol names), tokenization with jieba + the business
-dictionary (dictionary entity types attached to tokens), and noisy-channel spelling
-correction (pinyin, initials, homophones, near forms, English spacing) that corrects above a
-confidence threshold and otherwise adds a rewrite. Term weights are uniform and marked as
-such; the NER tagger and intent classification plug in through the same output object.
+Steps, each switchable from config: normalization (width, case, traditional→simplified with
+OpenCC, punctuation/emoji/control characters, protected symbol names); tokenization with
+jieba + the business dictionary; noisy-channel spelling correction (pinyin, initials,
+homophones, near forms, English spacing) that corrects above a confidence threshold and
+otherwise adds a rewrite; NER (dictionary + trained BiLSTM-CRF tagger + ensemble, ner/);
+term weights (IDF · entity type · clicks); intent (trained classifier).
 """
 from __future__ import annotations
 
@@ -42,8 +42,10 @@ class Entity:
     type: str
     token_start: int
     token_end: int  # exclusive
-    source: str = "dictionary"
+    source: str = "dictionary"   # dictionary | tagger | both
     score: float = 1.0
+    char_start: int = -1          # span in `normalized`, end exclusive
+    char_end: int = -1
 
 
 @dataclass
@@ -89,7 +91,7 @@ class QueryUnderstanding:
 
     def __init__(self, dictionary: str | Path | None = None, config: dict[str, Any] | None = None,
                  corrector: "Corrector | None" = None, weighter: "TermWeighter | None" = None,
-                 intent_model: "IntentClassifier | None" = None):
+                 intent_model: "IntentClassifier | None" = None, recognizer: "EntityRecognizer | None" = None):
         self.config = config or {}
         self.tokenizer: Tokenizer = get_tokenizer(dictionary)
         self.entity_types = {e.word: e.tag for e in self.tokenizer.entries}
@@ -98,6 +100,7 @@ class QueryUnderstanding:
         self.require_min_weight = float(self.config.get("require_min_weight", 0.6))
         self.require_entities = bool(self.config.get("require_entities", False))
         self.intent_model = intent_model
+        self.recognizer = recognizer if self.config.get("ner", True) else None
 
     def run(self, inp: QueryInput) -> UnderstoodQuery:
         t0 = time.perf_counter()
@@ -115,6 +118,12 @@ class QueryUnderstanding:
                 toks = self.tokenizer.tokenize(norm)
             steps.append("correct")
         tokens = [QueryToken(t, 1.0, self.entity_types.get(t)) for t in toks]
+        entities: list[Entity] = []
+        if self.recognizer is not None:
+            entities = self._entities(norm, tokens)
+            steps.append("ner")
+        else:
+            entities = [Entity(t.text, t.entity_type, i, i + 1) for i, t in enumerate(tokens) if t.entity_type]
         if self.weighter is not None:
             for qt in tokens:
                 qt.weight = self.weighter.weight(qt.text, qt.entity_type)
@@ -129,7 +138,6 @@ class QueryUnderstanding:
                 for qt in ents:
                     qt.required = True
             steps.append("term_weights")
-        entities = [Entity(t.text, t.entity_type, i, i + 1) for i, t in enumerate(tokens) if t.entity_type]
         q = UnderstoodQuery(raw=inp.text, normalized=norm, tokens=tokens, entities=entities, corrections=corrections, rewrites=rewrites)
         if self.intent_model is not None and tokens:
             q.intents = self.intent_model.predict(q)
@@ -138,6 +146,32 @@ class QueryUnderstanding:
                      "term_weights": "idf·type·clicks" if self.weighter is not None else "uniform",
                      "ms": round((time.perf_counter() - t0) * 1000, 3)}
         return q
+
+    def _entities(self, norm: str, tokens: list[QueryToken]) -> list[Entity]:
+        """NER spans → entities with token spans; tokens inside a name entity take its type
+        (and a dictionary type the recognizer rejected — 晴天 in 今天是晴天吗 — is dropped)."""
+        from .ner import NAME_TYPES
+
+        offsets, pos = [], 0
+        for t in tokens:
+            i = norm.find(t.text, pos)
+            i = pos if i < 0 else i
+            offsets.append((i, i + len(t.text)))
+            pos = i + len(t.text)
+        out: list[Entity] = []
+        typed = [None] * len(tokens)
+        for e in self.recognizer.recognize(norm):
+            covered = [k for k, (s, t_end) in enumerate(offsets) if s < e.end and e.start < t_end]
+            if not covered:
+                continue
+            out.append(Entity(e.text, e.type, covered[0], covered[-1] + 1, e.source, round(e.score, 4), e.start, e.end))
+            if e.type in NAME_TYPES:
+                for k in covered:
+                    if offsets[k][0] >= e.start and offsets[k][1] <= e.end:
+                        typed[k] = e.type
+        for k, t in enumerate(tokens):
+            t.entity_type = typed[k]
+        return out
 
 
 __all__ = ["Corrector", "QueryUnderstanding", "QueryInput", "UnderstoodQuery", "QueryToken", "Entity", "Correction",

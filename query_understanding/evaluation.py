@@ -63,3 +63,54 @@ def evaluate_correction(understand, pairs: Iterable[dict[str, Any]], clean_queri
         rewrite_recall=rw_right / n if n else 0.0, clean_queries=m, false_correction_rate=changed / m if m else 0.0,
         by_noise={k: {"pairs": v[0], "recall": round(v[1] / v[0], 4), "rewrite_recall": round(v[2] / v[0], 4)}
                   for k, v in sorted(kinds.items())})
+
+
+# --- NER ---------------------------------------------------------------------------------
+
+def ner_gold_from_intents(records: Iterable[dict[str, Any]]) -> list["LabelledText"]:
+    """Gold spans for generated queries whose makers recorded what they named: {"query",
+    "kind", "artist"?, "song"?, "version"?, "show"?, "line"?, "mood_words"?, "surface_terms"?}
+    (the shape the log simulator records for every query it types). An alias query names
+    its artist by the alias the user typed."""
+    from .ner.training_data import LabelledText, label_with
+
+    out = []
+    for r in records:
+        text = normalize(r.get("query", ""))
+        if not text:
+            continue
+        names: list[tuple[str, str]] = []
+        if r.get("kind") == "alias":
+            names += [(normalize(t), "artist") for t in r.get("surface_terms", [])]
+        elif r.get("kind") == "uploader":
+            continue  # uploader names are not an entity type of ours
+        for key, typ in (("artist", "artist"), ("song", "song"), ("version", "version"), ("show", "show"), ("line", "lyric")):
+            if r.get(key) and (key != "song" or r.get("kind") != "lyric"):
+                names.append((normalize(r[key]), typ))
+        names += [(normalize(m), "mood") for m in r.get("mood_words", [])]
+        spans = label_with(text, [n for n in names if n[0]])
+        out.append(LabelledText(text, spans, r.get("kind", "")))
+    return out
+
+
+def evaluate_ner(recognize, gold: Iterable["LabelledText"], types: Iterable[str] | None = None) -> dict[str, Any]:
+    """Entity-level F1 (exact span and type, CoNLL style, by seqeval over character BIO tags);
+    `recognize(text) -> [RecognizedEntity]`. `types`: only these entity types count (data
+    sets label different type sets: CAIS has no show or version)."""
+    from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
+
+    from .ner.training_data import LabelledText
+
+    keep = set(types) if types else None
+    y_true, y_pred = [], []
+    for g in gold:
+        pred = LabelledText(g.text, [(e.start, e.end, e.type) for e in recognize(g.text)
+                                     if keep is None or e.type in keep])
+        true = LabelledText(g.text, [s for s in g.spans if keep is None or s[2] in keep])
+        y_true.append(true.bio())
+        y_pred.append(pred.bio())
+    rep = classification_report(y_true, y_pred, output_dict=True, zero_division=0)
+    by_type = {k: {"precision": round(v["precision"], 4), "recall": round(v["recall"], 4), "f1": round(v["f1-score"], 4),
+                   "support": int(v["support"])} for k, v in rep.items() if "avg" not in k}
+    return {"sentences": len(y_true), "precision": round(precision_score(y_true, y_pred), 4),
+            "recall": round(recall_score(y_true, y_pred), 4), "f1": round(f1_score(y_true, y_pred), 4), "by_type": by_type}
