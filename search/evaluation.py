@@ -1,7 +1,9 @@
 """`mvsearch eval search`: the whole pipeline on judged queries.
 
 Metrics: NDCG@10 and NDCG@20 (linear gains = grades, via scikit-learn's `ndcg_score`),
-Recall@100 (judged grade ≥ 2 retrieved in the top 100), MRR (first grade ≥ 2), and the
+Recall@100 (judged grade ≥ 2 retrieved in the top 100), MRR (first grade ≥ 2), diversity of
+the top 10 (distinct songs, distinct uploaders, intra-list similarity ILS = mean pairwise
+cosine of the videos' LSA vectors; song/uploader keys as in ranking/rerank.py), and the
 relevance AUC of the final scores as in the article (grades 3, 2 positive; 0 negative;
 1 left out; judged videos the pipeline did not return get the lowest score).
 """
@@ -30,11 +32,37 @@ class SearchEvalReport:
     auc: float | None
     judged_pairs: int
     per_query: list[dict[str, Any]] = field(default_factory=list)
+    diversity: dict[str, float] = field(default_factory=dict)  # mean over queries of the top-10 diversity metrics
 
     def summary(self) -> dict[str, Any]:
         return {"queries": self.queries, "NDCG@10": round(self.ndcg10, 4), "NDCG@20": round(self.ndcg20, 4),
                 "Recall@100": round(self.recall100, 4), "MRR": round(self.mrr, 4),
-                "AUC(3,2 vs 0)": None if self.auc is None else round(self.auc, 4), "judged_pairs": self.judged_pairs}
+                "AUC(3,2 vs 0)": None if self.auc is None else round(self.auc, 4), "judged_pairs": self.judged_pairs,
+                **{k: round(v, 4) for k, v in self.diversity.items()}}
+
+
+def bundle_lsa_embedder(pipeline: Any) -> Any:
+    """The index bundle's LSA embedder (always built), for intra-list similarity: the same
+    vectors whichever query embedder recall uses, so ILS compares across configurations."""
+    from .embedder import LsaEmbedder
+
+    p = Path(getattr(pipeline, "bundle", "") or "") / "embedder.npz"
+    return LsaEmbedder.load(p) if p.is_file() else None
+
+
+def diversity_at(hits: list[Any], embedder: Any, k: int = 10) -> dict[str, float | None]:
+    """Distinct songs and uploaders among the top k, and their intra-list similarity
+    (mean pairwise cosine of the LSA vectors; lower = more varied; None without 2 hits)."""
+    from ranking.rerank import doc_vectors, mean_pairwise_cosine, song_key, uploader_key
+
+    top = hits[:k]
+    out: dict[str, float | None] = {
+        "distinct_songs@10": float(len({song_key(c.doc) or c.video_id for c in top})),
+        "distinct_uploaders@10": float(len({uploader_key(c.doc) or c.video_id for c in top})),
+        "ILS@10": None}
+    if embedder is not None and len(top) >= 2:
+        out["ILS@10"] = mean_pairwise_cosine(doc_vectors(embedder, [c.doc for c in top]))
+    return out
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -81,6 +109,7 @@ def evaluate_search(pipeline: SearchPipeline, queries: dict[str, str], qrels: di
 
     per_query, labels, scores = [], [], []
     run_lines: list[str] = []
+    lsa = bundle_lsa_embedder(pipeline)
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("evaluating", total=len(qrels))
         for qid, judged in qrels.items():
@@ -104,7 +133,7 @@ def evaluate_search(pipeline: SearchPipeline, queries: dict[str, str], qrels: di
                 labels.append(1 if g >= 2 else 0)
                 scores.append(pos.get(v, floor))
             per_query.append({"qid": qid, "query": text, "ndcg@10": n10, "ndcg@20": n20, "recall@100": rec, "rr": rr,
-                              "returned": len(ranked)})
+                              "returned": len(ranked), **diversity_at(res.hits, lsa)})
             bar.advance(task)
     if run_path:
         p = Path(run_path)
@@ -114,5 +143,11 @@ def evaluate_search(pipeline: SearchPipeline, queries: dict[str, str], qrels: di
     recalls = [q["recall@100"] for q in per_query if q["recall@100"] is not None]
     auc = float(roc_auc_score(labels, scores)) if len(set(labels)) == 2 else None
     n = len(per_query) or 1
+    diversity = {}
+    for key in ("distinct_songs@10", "distinct_uploaders@10", "ILS@10"):
+        vals = [q[key] for q in per_query if q.get(key) is not None]
+        if vals:
+            diversity[key] = sum(vals) / len(vals)
     return SearchEvalReport(len(per_query), sum(q["ndcg@10"] for q in per_query) / n, sum(q["ndcg@20"] for q in per_query) / n,
-                            sum(recalls) / len(recalls) if recalls else 0.0, sum(q["rr"] for q in per_query) / n, auc, len(labels), per_query)
+                            sum(recalls) / len(recalls) if recalls else 0.0, sum(q["rr"] for q in per_query) / n, auc, len(labels), per_query,
+                            diversity)
