@@ -2,8 +2,9 @@
 
 Public entry point: `TextRelevance(config).run(StageInput) -> StageOutput`, which sets each
 candidate's `relevance` features, `relevance_score` in [0, 1] and a predicted grade on the
-SPEC's 4-grade scale. The aspect model, click-graph model and ensemble plug in here as
-further scorers with the same interface.
+SPEC's 4-grade scale. `[relevance] impl = "ensemble"` (relevance/ensemble.py) replaces it
+with the calibrated combination of the scorers in relevance/scorers.py (text, bm25, click
+graph cos/KL, aspect); `mvsearch eval relevance` compares any of them on a labelled set.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 
 from search.contracts import StageInput, StageOutput
 
-from .text_relevance import TextRelevanceWeights, closeness, combine, text_features
+from .text_relevance import TextRelevanceWeights, closeness, combine, query_entities, text_features
 
 
 class TextRelevance:
@@ -25,7 +26,8 @@ class TextRelevance:
         t0 = time.perf_counter()
         q = inp.query
         terms, weights = q.terms, q.weights
-        entity_terms = {e.text for e in q.entities}
+        entity_terms = query_entities(q)
+        entity_texts = {e.text for e in q.entities}
         rewrites = [r for r in inp.rewrite_terms if r]
         text_top = max((c.sources.get("text", 0.0) for c in inp.candidates), default=0.0)
         rw_top = max((c.sources.get("rewrite", 0.0) for c in inp.candidates), default=0.0)
@@ -38,7 +40,7 @@ class TextRelevance:
             # A true alias counts as a term match: score the rewritten form too, keep the best.
             for rw_terms in rewrites:
                 bm_rw = c.sources.get("rewrite", 0.0) / rw_top if rw_top > 0 else 0.0
-                rw_entities = {t for t in rw_terms if t not in terms} | (entity_terms & set(rw_terms))
+                rw_entities = {t for t in rw_terms if t not in terms} | (entity_texts & set(rw_terms))
                 f2 = text_features(rw_terms, [1.0] * len(rw_terms), rw_entities, fields, bm_rw)
                 s2, g2 = combine(f2, self.weights, bool(rw_entities))
                 if s2 > score:
@@ -50,4 +52,4 @@ class TextRelevance:
         return StageOutput(inp.candidates, {"stage": self.name, "ms": round((time.perf_counter() - t0) * 1000, 2)})
 
 
-__all__ = ["TextRelevance", "TextRelevanceWeights", "text_features", "closeness", "combine"]
+__all__ = ["TextRelevance", "TextRelevanceWeights", "text_features", "closeness", "combine", "query_entities"]

@@ -5,7 +5,14 @@ Features per candidate, all in [0, 1]:
   candidate of the query, so it is comparable across queries;
 - `coverage`: share of query-term weight found anywhere in the video's fields;
 - `title_coverage`: the same, in the title only;
-- `entity_match`: share of query entity terms equal to a whole artist/song name of the video;
+- `entity_match`: exact entity match per NER aspect — each query entity is compared with the
+  video's field of the same type (artist → the video's artists, song → its songs; types
+  without a catalog field, e.g. show/version, → title and tags): 1 for a whole-name match in
+  that field, 0.5 when the name only occurs elsewhere in the video (a cover's title naming
+  the original artist), 0 otherwise; averaged over the query's entities;
+- `entity_conflict`: share of query entities whose typed field is filled with OTHER names
+  (`周杰伦 晴天` vs a video whose artist is someone else): the intent-mismatch signal of
+  grade 2; not used by `combine`, the ensemble learns its weight;
 - `closeness` (紧密度): matched terms / length of the shortest title window containing them
   in order of appearance — adjacent terms score 1, scattered ones less;
 - `field_coverage`: share of fields with at least one query term.
@@ -78,17 +85,58 @@ def _field_sets(fields: dict[str, Any]) -> tuple[dict[str, set[str]], set[str], 
     return cached
 
 
-def text_features(terms: list[str], weights: list[float], entity_terms: set[str], fields: dict[str, Any],
+# NER aspect → the video field holding names of that type (whole normalized names).
+ASPECT_FIELDS = {"artist": "artist_kw", "song": "song_kw"}
+
+
+def query_entities(q: Any) -> dict[str, set[str]]:
+    """NER aspects of an UnderstoodQuery: entity type → entity texts."""
+    out: dict[str, set[str]] = {}
+    for e in getattr(q, "entities", []):
+        out.setdefault(e.type or "other", set()).add(e.text)
+    return out
+
+
+def entity_scores(entities: dict[str, set[str]] | set[str], fields: dict[str, Any]) -> tuple[float, float]:
+    """(entity_match, entity_conflict) per NER aspect; a plain set = entities of unknown type
+    (rewrites), matched against any name field."""
+    field_sets, names, all_tokens = _field_sets(fields)
+    if isinstance(entities, set):
+        entities = {"any": entities} if entities else {}
+    n = match = conflict = 0.0
+    for etype, texts in entities.items():
+        kw = ASPECT_FIELDS.get(etype)
+        if etype == "any":
+            typed = names
+        elif kw is not None:
+            typed = set(fields.get(kw, []))
+        else:  # show, version, album…: no typed catalog field, the title and tags carry them
+            typed = field_sets["title"] | field_sets["tags"]
+        for t in texts:
+            n += 1
+            if t in typed:
+                match += 1.0
+            else:
+                if t in all_tokens:
+                    match += 0.5
+                if kw is not None and typed:
+                    conflict += 1.0
+    return (match / n, conflict / n) if n else (0.0, 0.0)
+
+
+def text_features(terms: list[str], weights: list[float], entity_terms: dict[str, set[str]] | set[str], fields: dict[str, Any],
                   bm25_norm: float) -> dict[str, float]:
     if not terms:
-        return {"bm25": 0.0, "coverage": 0.0, "title_coverage": 0.0, "entity_match": 0.0, "closeness": 0.0, "field_coverage": 0.0}
+        return {"bm25": 0.0, "coverage": 0.0, "title_coverage": 0.0, "entity_match": 0.0, "entity_conflict": 0.0,
+                "closeness": 0.0, "field_coverage": 0.0}
     field_sets, names, all_tokens = _field_sets(fields)
     total_w = sum(weights) or 1.0
     cov = sum(w for t, w in zip(terms, weights) if t in all_tokens) / total_w
     tcov = sum(w for t, w in zip(terms, weights) if t in field_sets["title"]) / total_w
-    ent = (sum(1 for t in entity_terms if t in names) / len(entity_terms)) if entity_terms else 0.0
-    fcov = sum(1 for f in TEXT_FIELDS if field_sets[f] & set(terms)) / len(TEXT_FIELDS)
-    return {"bm25": bm25_norm, "coverage": cov, "title_coverage": tcov, "entity_match": ent,
+    ent, conflict = entity_scores(entity_terms, fields)
+    term_set = set(terms)
+    fcov = sum(1 for f in TEXT_FIELDS if field_sets[f] & term_set) / len(TEXT_FIELDS)
+    return {"bm25": bm25_norm, "coverage": cov, "title_coverage": tcov, "entity_match": ent, "entity_conflict": conflict,
             "closeness": closeness(terms, fields.get("title", [])), "field_coverage": fcov}
 
 
