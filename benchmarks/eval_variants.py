@@ -4,7 +4,8 @@
 
 Variants: BM25 text route only in engine order (the baseline), + rewrite and vector routes,
 the full pipeline (relevance + ranking), and the full pipeline without each query-
-understanding step (spelling correction, term weights). Prints a table and writes
+understanding step (spelling correction, term weights, NER), and with the trained NER tagger
+or intent classifier when given. Prints a table and writes
 benchmarks/results/eval_variants.json. Per-intent NDCG@10 is included, because QU steps
 matter for some query types (typos, aliases) and not others.
 """
@@ -32,6 +33,7 @@ VARIANTS = {
     "full − spelling correction": {"understanding": {"params": {"correction": False}}},
     "full + required entity terms": {"understanding": {"params": {"require_entities": True}}},
     "full − term weights": {"understanding": {"params": {"term_weights": False}}},
+    "full − NER": {"understanding": {"params": {"ner": False}}},
 }
 
 
@@ -40,12 +42,21 @@ def main() -> int:
     ap.add_argument("--index-dir", required=True)
     ap.add_argument("--judged", required=True, help="directory with queries.jsonl and qrels.jsonl")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "eval_variants.json"))
+    ap.add_argument("--ner-model", help="trained NER tagger: adds the variant 'full + NER tagger' (ensemble)")
+    ap.add_argument("--intent-model", help="intent classifier: adds the variant 'full + intent'")
+    ap.add_argument("--only", nargs="*", help="run only these variants")
     args = ap.parse_args()
+    if args.ner_model:
+        VARIANTS["full + NER tagger"] = {"understanding": {"params": {"ner_model": args.ner_model}}}
+    if args.intent_model:
+        VARIANTS["full + intent"] = {"understanding": {"params": {"intent_model": args.intent_model}}}
     judged = Path(args.judged)
     queries, qrels = load_judgements(judged / "queries.jsonl", judged / "qrels.jsonl")
     intent_of = {str(r["qid"]): r.get("intent", "?") for r in read_jsonl(judged / "queries.jsonl")}
     rows = {}
     for name, over in VARIANTS.items():
+        if args.only and name not in args.only:
+            continue
         cfg = load_config(None, {"engine": {"kind": "embedded", "index_dir": args.index_dir}, **over})
         pipe = SearchPipeline(cfg)
         rep = evaluate_search(pipe, queries, qrels, progress=False)

@@ -142,6 +142,13 @@ class QueryUnderstanding:
         if self.intent_model is not None and tokens:
             q.intents = self.intent_model.predict(q)
             steps.append("intent")
+        elif tokens and self.config.get("intent_rules", True):
+            # no trained classifier: the query-only rules, which either fire or abstain
+            from .intent import rule_label
+
+            label = rule_label(q, [])
+            q.intents = {label: 1.0} if label else {}
+            steps.append("intent_rules")
         q.explain = {"stage": self.name, "steps": steps,
                      "term_weights": "idf·type·clicks" if self.weighter is not None else "uniform",
                      "ms": round((time.perf_counter() - t0) * 1000, 3)}

@@ -6,7 +6,9 @@
    appended in the ranker's order;
 2. rule scattering: same song or same uploader not within `scatter_window` consecutive
    positions (a greedy pass that postpones violators, order otherwise kept);
-3. operator interventions (block, boost, pin) from a file, last, so an operator always wins.
+3. relevance filtering: a result the relevance stage graded 0 leaves page one when better
+   ones exist (`relevance.demote_grade0`; the ranker re-sorts, so this must come after it);
+4. operator interventions (block, boost, pin) from a file, last, so an operator always wins.
 "Same song" and "same uploader" stop counting (prior and scattering) for a query that names
 that song or uploader: its good results all share it. Every candidate's explain["rerank"]
 says where it came from and why it moved.
@@ -27,16 +29,31 @@ from search.contracts import Candidate, StageInput, StageOutput
 from .dpp import dpp_kernel, greedy_map, greedy_map_window, relevance_weights, similarity
 
 
+def demote_irrelevant(cands: list[Candidate], page_size: int) -> tuple[list[Candidate], int]:
+    """Grade-0 results behind all better ones (page_size <= 0: off); returns (order, moved off page one)."""
+    if page_size <= 0:
+        return cands, 0
+    from relevance import demote_grade0
+
+    out = demote_grade0(cands, page_size)
+    return out, sum(1 for c in out[page_size:] if c.explain.get("relevance", {}).get("demoted"))
+
+
 class IdentityRerank:
+    """Keeps the ranker's order, except that predicted grade-0 results leave page one."""
+
     name = "identity"
 
     def __init__(self, config: dict[str, Any] | None = None):
         self.config = config or {}
+        self.page_size = int(self.config.get("demote_grade0_page", 10))
 
     def run(self, inp: StageInput) -> StageOutput:
-        for pos, c in enumerate(inp.candidates):
-            c.explain["rerank"] = {"stage": self.name, "position_change": 0}
-        return StageOutput(inp.candidates, {"stage": self.name})
+        before = {id(c): n for n, c in enumerate(inp.candidates)}
+        cands, demoted = demote_irrelevant(list(inp.candidates), self.page_size)
+        for pos, c in enumerate(cands):
+            c.explain["rerank"] = {"stage": self.name, "position_change": before[id(c)] - pos}
+        return StageOutput(cands, {"stage": self.name, "demoted_grade0": demoted})
 
 
 # -- diversity keys -------------------------------------------------------------------------
@@ -139,6 +156,7 @@ class DppParams:
     uploader_diversity: str = "auto"    # auto: no uploader prior / scattering when the query names an uploader | always | never
     scatter_uploader: bool = True
     interventions: str = ""             # TOML or JSON file of pins / boosts / blocks ("" = none)
+    demote_grade0_page: int = 10        # predicted grade-0 results leave the first this-many positions (0 = off)
     epsilon: float = 1e-9
 
     @classmethod
@@ -330,6 +348,7 @@ class DiversityRerank:
             cands, ex["dpp"] = self._dpp(cands, warnings, song_rules, uploader_rules)
         if p.scatter_window > 1 and ((p.scatter_song and song_rules) or (p.scatter_uploader and uploader_rules)):
             cands, ex["scatter"] = self._scatter(cands, song_rules, uploader_rules)
+        cands, ex["demoted_grade0"] = demote_irrelevant(cands, p.demote_grade0_page)
         if self.interventions is not None:
             from .interventions import apply_rule
 

@@ -52,4 +52,6 @@ class TextRelevance:
         return StageOutput(inp.candidates, {"stage": self.name, "ms": round((time.perf_counter() - t0) * 1000, 2)})
 
 
-__all__ = ["TextRelevance", "TextRelevanceWeights", "text_features", "closeness", "combine", "query_entities"]
+from .ensemble import demote_grade0  # noqa: E402  (light: the models load only when the stage is built)
+
+__all__ = ["TextRelevance", "TextRelevanceWeights", "text_features", "closeness", "combine", "query_entities", "demote_grade0"]

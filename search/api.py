@@ -28,13 +28,25 @@ class Token(BaseModel):
     entity_type: str | None = None
 
 
+class EntityInfo(BaseModel):
+    text: str
+    type: str = Field(description="artist | song | album | show | lyric | version | language | style | mood")
+    token_start: int
+    token_end: int = Field(description="exclusive")
+    char_start: int = Field(description="offset in `normalized`")
+    char_end: int = Field(description="exclusive")
+    source: str = Field(description="dictionary | tagger | both")
+    score: float
+
+
 class QueryInfo(BaseModel):
     raw: str
     normalized: str
     tokens: list[Token]
-    entities: list[dict[str, Any]] = Field(default_factory=list)
+    entities: list[EntityInfo] = Field(default_factory=list)
     intents: dict[str, float] = Field(default_factory=dict)
     corrections: list[dict[str, Any]] = Field(default_factory=list)
+    rewrites: list[str] = Field(default_factory=list)
 
 
 class VideoHit(BaseModel):
@@ -154,6 +166,7 @@ def to_response(res, explain: bool) -> SearchResponse:
             sources=sorted(c.sources), explain=c.explain if explain else None))
     return SearchResponse(
         query=QueryInfo(raw=q.raw, normalized=q.normalized, tokens=[Token(text=t.text, weight=t.weight, entity_type=t.entity_type) for t in q.tokens],
-                        entities=[e.__dict__ for e in q.entities], intents=q.intents, corrections=[c.__dict__ for c in q.corrections]),
+                        entities=[EntityInfo(**e.__dict__) for e in q.entities], intents=q.intents,
+                        corrections=[c.__dict__ for c in q.corrections], rewrites=q.rewrites),
         total=res.total, page=res.page, size=res.size, results=hits, warnings=res.warnings, took_ms=res.took_ms,
         index_version=res.index_version, engine=res.engine, stages=res.stages if explain else None)

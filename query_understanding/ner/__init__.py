@@ -28,9 +28,9 @@ NAME_TYPES = ("artist", "song", "album", "show", "lyric")
 @dataclass
 class NerConfig:
     tagger_min_confidence: float = 0.55   # a tagger-only span needs this much
-    tagger_override: float = 0.7          # a tagger span beats an overlapping dictionary reading above this
+    tagger_override: float = 0.3          # a tagger span beats an overlapping dictionary reading above this
     dictionary_min_confidence: float = 0.5  # dictionary-only mode: drop unsupported ambiguous readings
-    dictionary_max_outside: float = 0.8   # a dictionary name the tagger missed stays unless the tagger is this sure it is no entity
+    dictionary_max_outside: float = 0.5   # a dictionary name the tagger missed stays unless the tagger is this sure it is no entity
 
 
 @dataclass
