@@ -124,8 +124,55 @@ class IntentClassifier:
         return cls(model)
 
     def predict(self, q) -> dict[str, float]:
-        probs = self.model.predict_proba([_features(q)])[0]
+        probs = self.predict_proba_one(_features(q))
         return {c: round(float(p), 4) for c, p in sorted(zip(self.model.classes_, probs), key=lambda x: -x[1])[:3]}
+
+    def predict_proba_one(self, text: str):
+        """sklearn's predict_proba for one query without its per-call machinery (input
+        validation, sparse matrix assembly: ~1 ms a call), from the fitted vocabularies, idf
+        and coefficients; the same numbers (tested)."""
+        import numpy as np
+
+        if getattr(self, "_fast", None) is None:
+            self._fast = self._compile()
+        parts, coef, intercept, multinomial = self._fast
+        cols, vals = [], []
+        for analyze, vocab, idf, sublinear, weight, offset in parts:
+            counts: dict[int, int] = {}
+            for gram in analyze(text):
+                j = vocab.get(gram)
+                if j is not None:
+                    counts[j] = counts.get(j, 0) + 1
+            if not counts:
+                continue
+            idx = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
+            tf = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
+            if sublinear:
+                tf = 1.0 + np.log(tf)
+            v = tf * idf[idx]
+            v *= weight / np.sqrt((v * v).sum())
+            cols.append(idx + offset)
+            vals.append(v)
+        z = intercept.copy()
+        if cols:
+            c = np.concatenate(cols)
+            z += coef[:, c] @ np.concatenate(vals)
+        if multinomial:
+            e = np.exp(z - z.max())
+            return e / e.sum()
+        p = 1.0 / (1.0 + np.exp(-z))  # one-vs-rest, normalized as sklearn does
+        return p / p.sum()
+
+    def _compile(self):
+        feats = self.model.named_steps["features"]
+        clf = self.model.named_steps["clf"]
+        weights = feats.transformer_weights or {}
+        parts, offset = [], 0
+        for name, vec in feats.transformer_list:
+            parts.append((vec.build_analyzer(), vec.vocabulary_, vec.idf_, vec.sublinear_tf, float(weights.get(name, 1.0)), offset))
+            offset += len(vec.vocabulary_)
+        multinomial = getattr(clf, "multi_class", "auto") in ("auto", "multinomial", "deprecated") and len(clf.classes_) > 2
+        return parts, clf.coef_.astype("float64"), clf.intercept_.astype("float64"), multinomial
 
     def save(self, path: str | Path) -> None:
         import joblib

@@ -117,4 +117,10 @@ def get_tokenizer(dictionary: str | Path | None) -> Tokenizer:
         return _cache[key]
 
 
-__all__ = ["Tokenizer", "get_tokenizer", "read_dictionary", "DictEntry", "ENTITY_FREQ"]
+def clear_memos() -> None:
+    with _cache_lock:
+        for tk in _cache.values():
+            tk._memo.clear()
+
+
+__all__ = ["Tokenizer", "get_tokenizer", "clear_memos", "read_dictionary", "DictEntry", "ENTITY_FREQ"]

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,15 +253,10 @@ class ClickGraphModel:
             m = sp.csr_matrix(m)
             arrays.update({f"{name}_data": m.data, f"{name}_indices": m.indices, f"{name}_indptr": m.indptr,
                            f"{name}_shape": np.array(m.shape)})
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".npz")
-        os.close(fd)
-        try:
+        from search.atomic import atomic_path
+
+        with atomic_path(p, ".npz") as tmp:
             np.savez_compressed(tmp, **arrays)
-            os.replace(tmp, p)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
         return p
 
     @classmethod

@@ -269,18 +269,9 @@ def evaluate_relevance(pairs: list[LabelledPair], scorer_names: list[str], ctx: 
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    import os
-    import tempfile
+    from search.atomic import write_bytes_atomic
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_bytes_atomic(path, data)
 
 
 def write_report(rep: RelevanceReport, out_dir: str | Path, command: str = "") -> dict[str, Path]:

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_DEMO_DIR = Path("var/demo")
+# stage packages that add subcommands: each has `add_commands(sub, eval_sub, engine_args)`
+STAGE_COMMANDS = ("relevance.cli", "ranking.cli", "search.expansion.cli")
 
 
 def _engine_args(p: argparse.ArgumentParser) -> None:
@@ -29,7 +31,10 @@ def _config_from(args: argparse.Namespace) -> dict[str, Any]:
     for key, attr in (("kind", "engine"), ("index_dir", "index_dir"), ("es_url", "es_url"), ("es_index", "es_index")):
         if getattr(args, attr, None):
             eng[key] = getattr(args, attr)
-    return load_config(getattr(args, "config", None), {"engine": eng} if eng else None)
+    over: dict[str, Any] = dict(getattr(args, "overrides", None) or {})
+    if eng:
+        over["engine"] = eng
+    return load_config(getattr(args, "config", None), over or None)
 
 
 def cmd_kb_build(args: argparse.Namespace) -> int:
@@ -122,9 +127,11 @@ def cmd_eval_search(args: argparse.Namespace) -> int:
         from rich.table import Table
 
         t = Table(title=f"eval search ({s['queries']} queries, {s['judged_pairs']} judged pairs)")
-        for k in ("NDCG@10", "NDCG@20", "Recall@100", "MRR", "AUC(3,2 vs 0)"):
+        cols = [k for k in ("NDCG@10", "NDCG@20", "Recall@100", "MRR", "AUC(3,2 vs 0)", "distinct_songs@10",
+                            "distinct_uploaders@10", "ILS@10") if k in s]
+        for k in cols:
             t.add_column(k)
-        t.add_row(*(str(s[k]) for k in ("NDCG@10", "NDCG@20", "Recall@100", "MRR", "AUC(3,2 vs 0)")))
+        t.add_row(*(str(s[k]) for k in cols))
         Console().print(t)
     return 0
 
@@ -136,10 +143,14 @@ def cmd_eval_qu(args: argparse.Namespace) -> int:
     from .evaluation import read_jsonl
     from .pipeline import SearchPipeline
 
-    if not args.corrections and not args.intents:
-        raise ValueError("give --corrections and/or --intents")
+    if not args.corrections and not args.intents and not args.ner_gold and not args.ner_cais:
+        raise ValueError("give --corrections, --intents, --ner-gold and/or --ner-cais")
     pipe = SearchPipeline(_config_from(args))
     try:
+        ner = _eval_ner(args, pipe) if (args.ner_gold or args.ner_cais) else None
+        if ner is not None and not args.corrections and not args.intents:
+            _print_ner(ner, args.json)
+            return 0
         intents = None
         if args.intents:
             from query_understanding.intent import IntentClassifier, evaluate_intents
@@ -154,6 +165,8 @@ def cmd_eval_qu(args: argparse.Namespace) -> int:
             intents = evaluate_intents(pipe.understand, clf, gold)
         if not args.corrections:
             print(json.dumps({"intents": intents}, ensure_ascii=False, indent=None if args.json else 1))
+            if ner is not None:
+                _print_ner(ner, args.json)
             return 0
         pairs = read_jsonl(args.corrections)
         clean = [r["query"] for r in read_jsonl(args.clean_queries)] if args.clean_queries else []
@@ -171,10 +184,54 @@ def cmd_eval_qu(args: argparse.Namespace) -> int:
           f"{s['false_correction_rate']}")
     for k, v in s["by_noise"].items():
         print(f"  {k:<12} {v['pairs']:>6} pairs  recall {v['recall']:.3f}  incl. rewrites {v['rewrite_recall']:.3f}")
+    if ner is not None:
+        _print_ner(ner, False)
     if intents is not None:
         print(f"intent on {intents['queries']} queries: classifier {intents['classifier_accuracy']}, rules only "
               f"{intents['rules_only_accuracy']}; by intent {intents['classifier_by_intent']}")
     return 0
+
+
+# Entity types each gold set labels (the others would count as false positives unfairly).
+NER_GOLD_TYPES = {"generated": ["artist", "song", "show", "lyric", "version"], "cais": ["artist", "song", "album", "language"]}
+
+
+def _eval_ner(args: argparse.Namespace, pipe: Any) -> dict[str, Any]:
+    """Entity-level F1 of the dictionary, the tagger and the ensemble on each gold set."""
+    import random
+
+    from query_understanding.evaluation import evaluate_ner, ner_gold_from_intents
+    from query_understanding.ner.training_data import read_cais
+
+    from .evaluation import read_jsonl
+
+    qu = pipe.stages.get("understanding")
+    rec = getattr(qu, "recognizer", None)
+    if rec is None:
+        raise ValueError("NER is off in this configuration ([understanding.params] ner = false)")
+    sets = {}
+    if args.ner_gold:
+        recs = read_jsonl(args.ner_gold)
+        random.Random(0).shuffle(recs)
+        sets["generated"] = ner_gold_from_intents(recs[: args.ner_limit])
+    if args.ner_cais:
+        sets["cais"] = read_cais(args.ner_cais)
+    modes = ["dictionary"] + (["tagger", "ensemble"] if rec.tagger is not None else [])
+    out: dict[str, Any] = {}
+    for name, gold in sets.items():
+        out[name] = {m: evaluate_ner(lambda t, m=m: rec.recognize(t, m), gold, NER_GOLD_TYPES[name]) for m in modes}
+    return out
+
+
+def _print_ner(ner: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"ner": ner}, ensure_ascii=False, indent=1))
+        return
+    for name, modes in ner.items():
+        for mode, r in modes.items():
+            per = "  ".join(f"{t} {v['f1']:.3f}" for t, v in r["by_type"].items())
+            print(f"NER {name:<9} {mode:<10} {r['sentences']:>5} sentences  P {r['precision']:.3f}  R {r['recall']:.3f}  "
+                  f"F1 {r['f1']:.3f}   ({per})")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -193,6 +250,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# used by the demo when present (the product itself never needs ../shared)
+DEMO_CAIS = os.path.join(os.environ.get("MVSEARCH_SHARED_DATA", "../shared/data"), "nlu/cais_music/ch.train.bio")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Build the demo catalog and index if missing, then serve (the README's first command)."""
     from .demo_catalog import write_demo_catalog
@@ -207,10 +268,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
         res = build_index(catalog, d / "index", engine="embedded")
         print(res.report.summary())
         print(f"index {res.version_name}: {res.docs} videos in {res.seconds:.1f}s")
+    overrides: dict[str, Any] = {}
+    ner_model = d / "models" / "ner.pt"
+    if not args.no_models:
+        if not ner_model.exists() or args.rebuild:
+            # a small, quick tagger (about a minute on 2 cores); `mvsearch qu train-ner` trains the full one
+            print("demo: training the NER tagger (catalog titles + knowledge-base queries) …")
+            cmd_train_ner(argparse.Namespace(catalog=str(catalog), out=str(ner_model), dictionary=None, cais=DEMO_CAIS,
+                                             catalog_titles=6000, kb_queries=6000, epochs=2, hidden=96, seed=0, threads=2,
+                                             quiet=True, config=args.config, engine="embedded", index_dir=str(d / "index"),
+                                             es_url=None, es_index=None))
+        overrides["understanding"] = {"params": {"ner_model": str(ner_model)}}
     if args.no_serve:
         return 0
     ns = argparse.Namespace(config=args.config, engine="embedded", index_dir=str(d / "index"), es_url=None, es_index=None,
-                            host=args.host, port=args.port)
+                            host=args.host, port=args.port, overrides=overrides)
     return cmd_serve(ns)
 
 
@@ -252,6 +324,43 @@ def cmd_train_intent(args: argparse.Namespace) -> int:
         return 2
     IntentClassifier.train(texts, labels, seed=args.seed).save(args.out)
     print(f"intent model on {len(texts)} weakly labelled queries {dict(Counter(labels))} → {args.out}")
+    return 0
+
+
+def _bundle_dictionary(args: argparse.Namespace) -> Path:
+    if getattr(args, "dictionary", None):
+        return Path(args.dictionary)
+    from .indexer import current_bundle
+
+    return current_bundle(Path(_config_from(args)["engine"]["index_dir"])) / "dictionary.txt"
+
+
+def cmd_train_ner(args: argparse.Namespace) -> int:
+    """Generate NER training labels (catalog titles by distant supervision, KB-composed
+    queries, CAIS music utterances) and train the BiLSTM-CRF tagger."""
+    from query_understanding.ner.lexicon import EntityLexicon
+    from query_understanding.ner.tagger import TaggerConfig
+    from query_understanding.ner.train import TrainConfig, train_tagger
+    from query_understanding.ner.training_data import from_catalog, from_kb, read_cais
+    from query_understanding.records import iter_jsonl
+    from query_understanding.tokenize import read_dictionary
+
+    from .kb import load_kb
+
+    kb = load_kb()
+    lexicon = EntityLexicon.build([(e.word, e.tag) for e in read_dictionary(_bundle_dictionary(args))],
+                                  [l["line"] for l in kb.lyrics])
+    items = from_catalog(iter_jsonl(args.catalog), lexicon, limit=args.catalog_titles)
+    items += from_kb({"artists": kb.artists, "songs": kb.songs, "shows": kb.shows, "lyrics": kb.lyrics}, args.kb_queries, args.seed)
+    cais = Path(args.cais) if args.cais else None
+    if cais is not None and cais.exists():
+        items += read_cais(cais)
+    elif args.cais:
+        print(f"note: {cais} not found; training without the CAIS utterances", file=sys.stderr)
+    print(f"{len(items)} labelled sentences ({sum(1 for i in items if i.spans)} with entities); training …")
+    tagger = train_tagger(items, lexicon, args.out, TrainConfig(epochs=args.epochs, seed=args.seed, threads=args.threads),
+                          TaggerConfig(hidden=args.hidden), progress=None if args.quiet else print)
+    print(f"→ {args.out}  (set [understanding.params] ner_model); history {tagger.meta['history']}")
     return 0
 
 
@@ -334,12 +443,15 @@ def build_parser() -> argparse.ArgumentParser:
     _engine_args(e)
     e.set_defaults(func=cmd_eval_search)
 
-    eq = ev.add_parser("qu", help="query understanding: spelling-correction precision/recall, intent accuracy (NER: not yet)")
+    eq = ev.add_parser("qu", help="query understanding: spelling-correction precision/recall, NER entity F1, intent accuracy")
     eq.add_argument("--corrections", help='JSONL {"typed","clean"[,"noise"]} labelled noisy queries (the simulator writes them; README)')
     eq.add_argument("--intents", help='JSONL {"query","kind"} gold intents (the simulator writes them; README)')
     eq.add_argument("--intent-model", help="intent classifier (mvsearch qu train-intent)")
     eq.add_argument("--exclude-queries", help="JSONL with a query field: queries to leave out of the intent evaluation (training queries)")
     eq.add_argument("--clean-queries", help='JSONL {"query"} of clean queries (false-correction rate), e.g. judged/queries.jsonl')
+    eq.add_argument("--ner-gold", help='JSONL of generated queries with what they name ({"query","kind","artist","song","version","show","line"}; the simulator records them)')
+    eq.add_argument("--ner-cais", help="CAIS music file (char-level BIOES), e.g. ../shared/data/nlu/cais_music/ch.valid.bio")
+    eq.add_argument("--ner-limit", type=int, default=5000, help="sentences sampled from --ner-gold (fixed seed)")
     eq.add_argument("--json", action="store_true")
     _engine_args(eq)
     eq.set_defaults(func=cmd_eval_qu)
@@ -350,6 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=7)
     d.add_argument("--rebuild", action="store_true")
     d.add_argument("--no-serve", action="store_true")
+    d.add_argument("--no-models", action="store_true", help="skip training the demo's models (NER tagger)")
     d.add_argument("--config")
     d.add_argument("--host")
     d.add_argument("--port", type=int)
@@ -372,6 +485,22 @@ def build_parser() -> argparse.ArgumentParser:
     _engine_args(ti)
     ti.set_defaults(func=cmd_train_intent)
 
+    tn = qu.add_parser("train-ner", help="train the NER tagger (BiLSTM-CRF) on labels generated from the catalog, KB and CAIS")
+    tn.add_argument("--catalog", required=True, help="catalog JSONL whose titles are labelled by their own metadata")
+    tn.add_argument("--out", required=True, help="model file, set as [understanding.params] ner_model")
+    tn.add_argument("--dictionary", help="business dictionary (default: the index bundle's)")
+    tn.add_argument("--cais", default=os.path.join(os.environ.get("MVSEARCH_SHARED_DATA", "../shared/data"), "nlu/cais_music/ch.train.bio"),
+                    help="CAIS music train file (char-level BIOES); skipped with a note if missing")
+    tn.add_argument("--catalog-titles", type=int, default=20_000)
+    tn.add_argument("--kb-queries", type=int, default=20_000)
+    tn.add_argument("--epochs", type=int, default=4)
+    tn.add_argument("--hidden", type=int, default=96)
+    tn.add_argument("--seed", type=int, default=0)
+    tn.add_argument("--threads", type=int, default=1)
+    tn.add_argument("--quiet", action="store_true")
+    _engine_args(tn)
+    tn.set_defaults(func=cmd_train_ner)
+
     sm = sub.add_parser("simulate", help="simulated users search the catalog through the pipeline; write logs, aggregates, judged sets")
     sm.add_argument("--catalog", required=True)
     sm.add_argument("--out", required=True)
@@ -389,6 +518,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .annotation.cli import add_annotate_parser
 
     add_annotate_parser(sub, _engine_args)  # mvsearch annotate user|batch|stats|export
+
+    import importlib
+
+    # Each stage package owns its commands (training, evaluation); this is the one place they meet.
+    for module in STAGE_COMMANDS:
+        importlib.import_module(module).add_commands(sub, ev, _engine_args)
     return p
 
 

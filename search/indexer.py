@@ -109,7 +109,8 @@ def _iter_fields(db: Path) -> Iterator[dict[str, Any]]:
 
 def build_index(catalog: str | Path, index_dir: str | Path, engine: str = "embedded", es_url: str | None = None,
                 es_index: str | None = None, dictionary: str | Path | None = None, index_config: str | Path | None = None,
-                show_progress: bool = True, query_log: str | Path | None = None) -> BuildResult:
+                show_progress: bool = True, query_log: str | Path | None = None,
+                vector_model: str | Path | None = None) -> BuildResult:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     t0 = time.time()
@@ -121,6 +122,16 @@ def build_index(catalog: str | Path, index_dir: str | Path, engine: str = "embed
     if not catalog.exists():
         raise FileNotFoundError(f"catalog not found: {catalog}")
     cfg = load_index_config(index_config)
+    # The vector route's embedder: the learned two-tower model when the index definition
+    # (vectors.two_tower_model) or the caller names one, else LSA. Checked before any work.
+    tt = None
+    vector_model = vector_model or cfg.vectors.get("two_tower_model") or None
+    if vector_model:
+        from .expansion.two_tower import TwoTowerEmbedder
+
+        tt = TwoTowerEmbedder.load(vector_model)
+        if tt.dims != int(cfg.vectors["dims"]):
+            raise ValueError(f"two-tower model {vector_model} makes {tt.dims}-d vectors; the index expects vectors.dims = {cfg.vectors['dims']}")
     index_dir = Path(index_dir)
     (index_dir / VERSIONS).mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dt%H%M%S%f")
@@ -158,9 +169,22 @@ def build_index(catalog: str | Path, index_dir: str | Path, engine: str = "embed
             embedder = LsaEmbedder.fit(tokens, dims=int(cfg.vectors["dims"]))
             embedder.save(tmp / "embedder.npz")
             vectors = np.zeros((n, embedder.dims), dtype=np.float32)
-            for i in range(0, n, 20000):
-                vectors[i : i + 20000] = embedder.encode_many(tokens[i : i + 20000])
-                bar.update(t_emb, completed=min(n, i + 20000))
+            if tt is not None:
+                from .expansion.two_tower import video_text_from_fields
+
+                tt.save(tmp / "two_tower")
+                bar.update(t_emb, description="embed (two-tower video tower)")
+                texts = [video_text_from_fields(d) for d in _iter_fields(tmp / "docstore.sqlite")]
+                for i in range(0, n, 20000):
+                    vectors[i : i + 20000] = tt.encode_videos(texts[i : i + 20000])
+                    bar.update(t_emb, completed=min(n, i + 20000))
+                del texts
+                embedder_name = tt.name
+            else:
+                for i in range(0, n, 20000):
+                    vectors[i : i + 20000] = embedder.encode_many(tokens[i : i + 20000])
+                    bar.update(t_emb, completed=min(n, i + 20000))
+                embedder_name = embedder.name
             del tokens
 
             extra: dict[str, Any] = {}
@@ -212,7 +236,7 @@ def build_index(catalog: str | Path, index_dir: str | Path, engine: str = "embed
                                                            "rewrites": alias_rewrite_table(load_kb())})
             manifest = {"version_name": version_name, "index_config_version": cfg.version, "engine": engine,
                         "catalog": str(catalog.resolve()), "docs": n, "malformed_lines": report.malformed,
-                        "duplicate_ids": len(report.duplicates), "embedder": "lsa", "vector_dims": embedder.dims,
+                        "duplicate_ids": len(report.duplicates), "embedder": embedder_name, "vector_dims": embedder.dims,
                         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra}
             _write_json_atomic(tmp / "manifest.json", manifest)
         final = index_dir / VERSIONS / version_name

@@ -42,6 +42,36 @@ class PipelineContext:
     config: dict[str, Any]
 
 
+_recognizers: dict[tuple[str, str, str], Any] = {}
+
+
+def clear_query_caches() -> None:
+    """Forget loaded recognizers and memoized tokenizations (benchmarks measure cold caches)."""
+    from query_understanding.tokenize import clear_memos
+
+    _recognizers.clear()
+    clear_memos()
+
+
+def _entity_recognizer(dictionary: Path, params: dict[str, Any]):
+    """Dictionary (bundle) + KB lyric lines + the trained tagger if configured; one per
+    process and configuration (the lexicon takes ~1 s to build)."""
+    from query_understanding.ner import load_recognizer
+    from query_understanding.tokenize import read_dictionary
+
+    model = str(params.get("ner_model") or "")
+    if model and not Path(model).exists():
+        raise FileNotFoundError(f"[understanding.params] ner_model {model} does not exist; train it with `mvsearch qu train-ner`")
+    key = (str(dictionary), model, repr(sorted(params.get("ner_params", {}).items())))
+    if key not in _recognizers:
+        from .kb import load_kb
+
+        entries = [(e.word, e.tag) for e in read_dictionary(dictionary)] if dictionary.exists() else []
+        lyrics = [l["line"] for l in load_kb().lyrics]
+        _recognizers[key] = load_recognizer(entries, lyrics, model or None, params.get("ner_params"))
+    return _recognizers[key]
+
+
 def _register_baselines() -> None:
     from ranking import FormulaRanker, IdentityRerank
     from relevance import TextRelevance
@@ -66,12 +96,48 @@ def _register_baselines() -> None:
             if not path.exists():
                 raise FileNotFoundError(f"[understanding.params] intent_model {path} does not exist; train it with `mvsearch qu train-intent`")
             intent_model = IntentClassifier.load(path)
-        return QueryUnderstanding(ctx.bundle_dir / "dictionary.txt", params, corr, weighter, intent_model)
+        recognizer = None
+        if params.get("ner", True):
+            recognizer = _entity_recognizer(ctx.bundle_dir / "dictionary.txt", params)
+        return QueryUnderstanding(ctx.bundle_dir / "dictionary.txt", params, corr, weighter, intent_model, recognizer)
 
     register_stage("understanding", "baseline", understanding)
     register_stage("relevance", "text", lambda p, ctx: TextRelevance(p))
+
+    def relevance_ensemble(params: dict[str, Any], ctx: PipelineContext) -> Any:
+        from relevance.ensemble import EnsembleRelevance  # scikit-learn model + click graph: loaded only when chosen
+
+        return EnsembleRelevance(params, ctx)
+
+    register_stage("relevance", "ensemble", relevance_ensemble)
     register_stage("ranking", "formula", lambda p, ctx: FormulaRanker(p))
+
+    def learned_ranker(params: dict[str, Any], ctx: PipelineContext) -> Any:
+        from ranking.learned import LearnedRanker  # torch is imported only when this ranker is chosen
+
+        return LearnedRanker(params)
+
+    register_stage("ranking", "learned", learned_ranker)
     register_stage("rerank", "identity", lambda p, ctx: IdentityRerank(p))
+
+    def dpp_rerank(params: dict[str, Any], ctx: PipelineContext) -> Any:
+        # DPP similarity uses the bundle's LSA embedder (every bundle has one, also when the
+        # index vectors come from the two-tower model); operator pins of videos recall did not
+        # return are rendered from the bundle's doc store.
+        from ranking.rerank import DiversityRerank
+        from .documents import DocStore
+
+        emb = ctx.bundle_dir / "embedder.npz"
+        store: list[DocStore] = []
+
+        def fetch_docs(ids: list[str]) -> dict[str, Any]:
+            if not store:
+                store.append(DocStore(ctx.bundle_dir / "docstore.sqlite"))
+            return store[0].get_many(ids)
+
+        return DiversityRerank(params, LsaEmbedder.load(emb) if emb.exists() else None, fetch_docs)
+
+    register_stage("rerank", "dpp", dpp_rerank)
 
 
 _register_baselines()
@@ -134,6 +200,12 @@ def open_engine(config: dict[str, Any]) -> tuple[Engine, Path, dict[str, Any], l
     raise ValueError(f"unknown engine kind {kind!r}: use embedded or elasticsearch")
 
 
+def _rewrite_table(config: dict[str, Any], bundle: Path) -> RewriteTable:
+    """The configured versioned rewrite table (mvsearch expansion build-rewrites), else the bundle's KB table."""
+    table = config.get("recall", {}).get("routes", {}).get("rewrite", {}).get("table") or ""
+    return RewriteTable(table, required=True) if table else RewriteTable(bundle / "rewrite_table.json")
+
+
 class SearchPipeline:
     def __init__(self, config: dict[str, Any]):
         self.config = config
@@ -149,10 +221,13 @@ class SearchPipeline:
                 raise ValueError(f"[{kind}] impl = {impl!r} is not registered; available: {sorted(STAGES[kind])}")
             self.stages[kind] = STAGES[kind][impl](sc.get("params", {}), ctx)
         self.tokenizer = get_tokenizer(self.bundle / "dictionary.txt")
-        emb_path = self.bundle / "embedder.npz"
-        self.embedder = LsaEmbedder.load(emb_path) if emb_path.exists() else None
+        # the query embedder must match the bundle's vectors: two-tower if built with it, else LSA
+        from .expansion.two_tower import load_bundle_embedder
+
+        self.embedder = load_bundle_embedder(self.bundle, self.manifest)
         self.recall = Recall(self.engine, self.engine.cfg, self.tokenizer, self.embedder,
-                             RewriteTable(self.bundle / "rewrite_table.json"), RecallConfig.from_dict(config.get("recall", {})))
+                             _rewrite_table(config, self.bundle),
+                             RecallConfig.from_dict(config.get("recall", {})))
         self.tokenizer.tokenize("预热 warmup")  # load jieba + dictionary now, not on the first request
         ref = config.get("search", {}).get("reference_time") or ""
         self.reference_ts = datetime.fromisoformat(ref).timestamp() if ref else None

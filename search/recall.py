@@ -46,9 +46,12 @@ class RecallConfig:
 class RewriteTable:
     """Offline-computed rewrites (normalized phrase → rewritten phrases), looked up online."""
 
-    def __init__(self, path: str | Path | None):
+    def __init__(self, path: str | Path | None, required: bool = False):
         self.version = "none"
         self.table: dict[str, list[str]] = {}
+        if required and not (path and Path(path).exists()):
+            # a table named in config must exist: silently serving without it would hide the mistake
+            raise FileNotFoundError(f"rewrite table not found: {path} ([recall.routes.rewrite] table)")
         if path and Path(path).exists():
             raw = json.loads(Path(path).read_text(encoding="utf-8"))
             self.version = raw.get("version", "unknown")

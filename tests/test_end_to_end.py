@@ -33,9 +33,17 @@ def test_catalog_to_api(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "1 malformed lines" in r.stdout and "line 1515" in r.stdout
 
+    # tiny models, trained by the same commands as the full ones
+    r = _mvsearch("qu", "train-ner", "--catalog", str(cat), "--out", str(tmp_path / "models/ner.pt"), "--index-dir", str(tmp_path / "ix"),
+                  "--catalog-titles", "600", "--kb-queries", "600", "--epochs", "1", "--cais", "", "--quiet")
+    assert r.returncode == 0, r.stderr
+    config = tmp_path / "serve.toml"
+    config.write_text(f'[engine]\nindex_dir = "{tmp_path / "ix"}"\n[understanding.params]\nner_model = "{tmp_path / "models/ner.pt"}"\n',
+                      encoding="utf-8")
+
     port = _free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "search.cli", "serve", "--index-dir", str(tmp_path / "ix"), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "search.cli", "serve", "--config", str(config), "--port", str(port)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         base = f"http://127.0.0.1:{port}"
@@ -50,6 +58,8 @@ def test_catalog_to_api(tmp_path):
             raise AssertionError("server did not come up")
         r = httpx.get(f"{base}/search", params={"q": "周杰伦 晴天", "explain": "true"}, timeout=10)
         assert r.status_code == 200
+        ents = {(e["text"], e["type"]) for e in r.json()["query"]["entities"]}
+        assert ("周杰伦", "artist") in ents and r.json()["stages"]["understanding"]["steps"].count("ner") == 1
         top = r.json()["results"][0]
         assert top["video_id"] in ("t-qingtian-mv", "t-qingtian-live") and top["explain"]["relevance"]["grade"] == 3
         r = httpx.get(f"{base}/search", params={"q": "zjl 晴天"}, timeout=10)

@@ -43,3 +43,14 @@ def test_train_on_logs_predict_and_serve(pipeline, embedded_index, tmp_path):
         p.close()
     rep = evaluate_intents(pipeline.understand, clf, [{"query": "五月天 倔强", "kind": "artist_song"}, {"query": "五月天", "kind": "artist"}])
     assert rep["queries"] == 2 and rep["classifier_accuracy"] is not None
+
+
+def test_fast_predict_equals_sklearn():
+    import numpy as np
+
+    texts = ["周杰伦 晴天 || artist song", "晴天 翻唱 || song version", "周杰伦 || artist", "适合跑步的歌 || mood word",
+             "故事的小黄花 || lyric", "田馥甄 小幸运 || artist song", "小幸运 live || song version", "田馥甄 || artist"] * 3
+    labels = ["artist_song", "version", "artist", "mood", "lyric", "artist_song", "version", "artist"] * 3
+    clf = IntentClassifier.train(texts, labels)
+    for t in texts[:8] + ["没见过的 查询 || word word", " || word"]:
+        np.testing.assert_allclose(clf.predict_proba_one(t), clf.model.predict_proba([t])[0], atol=1e-12)

@@ -158,3 +158,19 @@ def test_understood_query_carries_entities(pipeline):
     plain = pipeline.understand("今天是晴天吗")
     assert not any(e.type == "song" for e in plain.entities) and not any(t.entity_type for t in plain.tokens)
     assert "ner" in q.explain["steps"]
+
+
+def test_ensemble_never_fuses_or_cuts_known_names(lexicon):
+    from query_understanding.ner.tagger import Span
+
+    rec = EntityRecognizer(lexicon, None, NerConfig())
+    text = "周杰伦 晴天"
+    matches = lexicon.match(text)
+    outside = np.array([0.05] * len(text))
+    fused = rec._ensemble(text, matches, [Span(0, 6, "artist", 0.9)], outside)   # a weak tagger's one span over both names
+    assert [(e.text, e.type) for e in fused] == [("周杰伦", "artist"), ("晴天", "song")]
+    cut = rec._ensemble(text, matches, [Span(1, 3, "artist", 0.9)], outside)     # half of a sure name
+    assert ("周杰伦", "artist") in [(e.text, e.type) for e in cut]
+    longer = rec._ensemble("新歌稻香花开", lexicon.match("新歌稻香花开"), [Span(2, 6, "song", 0.9)], np.array([0.05] * 6))
+    # a longer new title around a known song name wins; 新歌 stays a (mood) word of its own
+    assert [(e.text, e.type, e.source) for e in longer] == [("新歌", "mood", "dictionary"), ("稻香花开", "song", "tagger")]

@@ -131,3 +131,16 @@ def test_rewrite_query_counts_alias_as_name_match():
     ents = query_entities(rq)
     assert entity_scores(ents, _doc("v", "梁静茹 勇气", ["梁静茹"], ["勇气"])["_fields"])[0] == 1.0
     assert entity_scores(ents, _doc("w", "猫咪 搞笑")["_fields"])[0] == 0.0
+
+
+def test_numpy_prediction_equals_sklearn():
+    import numpy as np
+
+    from relevance.ensemble import EnsembleModel, fit_ensemble
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3)) * [1.0, 5.0, 0.1] + [0.0, 2.0, -1.0]
+    grades = np.clip((X[:, 0] + X[:, 1] / 5 + rng.normal(scale=0.3, size=200)).round().astype(int) + 1, 0, 3)
+    est = fit_ensemble(X, grades, kind="lr")
+    model = EnsembleModel(["a", "b", "c"], ["a", "b", "c"], est, "lr")
+    np.testing.assert_allclose(model._lr_proba(X), est.predict_proba(X), atol=1e-12)

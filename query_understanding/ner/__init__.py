@@ -47,12 +47,33 @@ class EntityRecognizer:
     def __init__(self, lexicon: EntityLexicon, tagger: NerTagger | None = None, config: NerConfig | None = None):
         self.lexicon = lexicon
         self.tagger = tagger
+        self._cache: dict[tuple[str, str], tuple[RecognizedEntity, ...]] = {}
         self.config = config or NerConfig()
+
+    @property
+    def config(self) -> NerConfig:
+        return self._config
+
+    @config.setter
+    def config(self, value: NerConfig) -> None:
+        self._config = value
+        self._cache.clear()  # cached readings were made under the old settings
+
+    CACHE_SIZE = 200_000  # normalized queries; traffic is a power law, so repeats are common
 
     def recognize(self, text: str, mode: str = "ensemble") -> list[RecognizedEntity]:
         """mode: ensemble | dictionary | tagger (the last two for evaluation)."""
         if not text.strip():
             return []
+        key = (text, mode)
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = self._cache[key] = tuple(self._recognize(text, mode))
+            if len(self._cache) > self.CACHE_SIZE:
+                self._cache.clear()
+        return [RecognizedEntity(**e.__dict__) for e in hit]  # copies: callers may keep or change them
+
+    def _recognize(self, text: str, mode: str) -> list[RecognizedEntity]:
         matches = self.lexicon.match(text)
         if mode == "dictionary" or self.tagger is None:
             return [RecognizedEntity(m.start, m.end, m.text, m.type, "dictionary", m.score) for m in matches
@@ -83,7 +104,14 @@ class EntityRecognizer:
                     typ = s.type if s.confidence >= cfg.tagger_override or m.ambiguous else m.type
                     out.append(RecognizedEntity(s.start, s.end, m.text, typ, "both", max(m.score, s.confidence) * 0.9))
             elif overl:
-                if s.confidence >= cfg.tagger_override:
+                # The tagger may re-read what the dictionary saw (a longer new title around a
+                # known word), but not fuse two names the dictionary knows into one span, nor
+                # cut into or shorten a name the dictionary is sure of.
+                inside = [matches[i] for i in overl if s.start <= matches[i].start and matches[i].end <= s.end]
+                crossing = [matches[i] for i in overl if not (s.start <= matches[i].start and matches[i].end <= s.end)]
+                fuses = len(inside) >= 2 and any(not m.ambiguous for m in inside)
+                cuts = any(not m.ambiguous for m in crossing)
+                if s.confidence >= cfg.tagger_override and not fuses and not cuts:
                     used.update(overl)
                     out.append(RecognizedEntity(s.start, s.end, text[s.start:s.end], s.type, "tagger", s.confidence))
             elif s.confidence >= cfg.tagger_min_confidence:
@@ -94,7 +122,8 @@ class EntityRecognizer:
             # a name the tagger has hardly seen and the dictionary is sure of, unless the
             # tagger is sure it is no entity here ("我想" in 我想听…)
             p_out = float(outside[m.start:m.end].mean()) if m.end <= len(outside) else 0.0
-            if not m.ambiguous and p_out < cfg.dictionary_max_outside:
+            sure = not m.ambiguous or m.score >= 0.7  # an everyday word counts only with support
+            if sure and p_out < (cfg.dictionary_max_outside if not m.ambiguous else min(0.5, cfg.dictionary_max_outside)):
                 out.append(RecognizedEntity(m.start, m.end, m.text, m.type, "dictionary", m.score * 0.9))
         return sorted(out, key=lambda e: e.start)
 

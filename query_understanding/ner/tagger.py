@@ -226,9 +226,9 @@ class _NumpyBiLstm:
             out = np.zeros((T, H))
             for t in (range(T) if d == 0 else range(T - 1, -1, -1)):
                 g = xs[t] + h @ whh
-                i, f, gg, o = _sigmoid(g[:H]), _sigmoid(g[H:2 * H]), np.tanh(g[2 * H:3 * H]), _sigmoid(g[3 * H:])
-                c = f * c + i * gg
-                h = o * np.tanh(c)
+                sg = 1.0 / (1.0 + np.exp(-g))  # one call for the three sigmoid gates (i, f, o); g's cell part below
+                c = sg[H:2 * H] * c + sg[:H] * np.tanh(g[2 * H:3 * H])
+                h = sg[3 * H:] * np.tanh(c)
                 out[t] = h
             hs.append(out)
         return np.concatenate(hs, axis=1) @ self.out_w + self.out_b

@@ -73,6 +73,7 @@ def train_tagger(items: Sequence[LabelledText], lexicon: EntityLexicon | None, o
     cfg = cfg or TrainConfig()
     model_cfg = model_cfg or TaggerConfig()
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)  # the checkpoint goes beside the model from the first epoch
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(max(1, cfg.threads))
     rng = random.Random(cfg.seed)

@@ -20,8 +20,6 @@ been adjudicated; unanimous pairs are exported as they are.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,15 +133,6 @@ def queries_of(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
 
 def write_atomic(path: str | Path, text: str) -> Path:
     """Write to a temporary file beside the target, then rename (never a half-written file)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return p
+    from ..atomic import write_text_atomic
+
+    return write_text_atomic(path, text)

@@ -30,16 +30,12 @@ def _clean(text: str) -> str:
 
 
 def catalog_texts(path: str | Path) -> Iterator[str]:
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            yield _clean(r.get("title", ""))
-            yield _clean(r.get("description", ""))
-            ent = " ".join(list(r.get("artists", [])) + list(r.get("songs", [])) + list(r.get("tags", [])))
-            yield _clean(ent)
+    from query_understanding.records import iter_jsonl
+
+    for r in iter_jsonl(path):
+        yield _clean(r.get("title", ""))
+        yield _clean(r.get("description", ""))
+        yield _clean(" ".join(list(r.get("artists", [])) + list(r.get("songs", [])) + list(r.get("tags", []))))
 
 
 def kb_texts() -> Iterator[str]:
