@@ -100,14 +100,11 @@ def shared_texts(data: Path, report: CorpusReport) -> Iterator[tuple[str, str]]:
 
 def log_queries(path: str | Path) -> Iterator[str]:
     """Queries from a sessions log (the simulated users' own words)."""
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            for q in r.get("queries", []):
-                yield _clean(q.get("query", ""))
+    from query_understanding.records import iter_jsonl
+
+    for r in iter_jsonl(path):
+        for q in r.get("queries", []):
+            yield _clean(q.get("query", ""))
 
 
 def pretraining_corpus(catalog: str | Path | None, shared_data: Path | None, sessions: str | Path | None = None,
