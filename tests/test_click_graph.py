@@ -147,3 +147,16 @@ def test_synonym_candidates(tiny_model):
     assert ranks == sorted(ranks, reverse=True)
     # words of a single query are not offered by default
     assert all(n >= 2 for _, _, _, n in synonym_candidates(model, min_weight=0.0, stop_top=0))
+
+
+def test_click_graph_synonyms_feed_rewrite_candidates(tiny_model, tmp_path):
+    from search.expansion.rewrites import gather_candidates
+
+    model, _ = tiny_model
+    path = model.save(tmp_path / "cg.npz")
+    params = {"min_weight": 0.0, "min_queries": 1, "stop_top": 0}
+    cands = gather_candidates(None, None, None, click_graph=path, log=lambda *_: None, click_graph_params=params)
+    mined = {(c.query, c.rewrite) for c in cands.values() if "click_graph" in c.sources}
+    assert ("jay", "周杰伦") in mined
+    with pytest.raises(FileNotFoundError):
+        gather_candidates(None, None, None, click_graph=tmp_path / "missing.npz", log=lambda *_: None)

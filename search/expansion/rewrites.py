@@ -115,16 +115,18 @@ def embedding_neighbours(embedder, queries: list[str], k: int = 3, min_cosine: f
     return out
 
 
-def click_graph_synonyms(model_path: str | Path, top: int = 2000) -> list[tuple[str, str, float]]:
+def click_graph_synonyms(model_path: str | Path, top: int = 2000, **params: Any) -> list[tuple[str, str, float]]:
+    """Query-side word associations of the click graph (relevance/click_graph.py); `params`
+    go to its `synonym_candidates` (min_queries, stop_top, …)."""
     from relevance.click_graph import ClickGraphModel, synonym_candidates
 
-    m = ClickGraphModel.load(model_path)
-    return [(w, c, wt) for w, c, wt, _ in synonym_candidates(m, top=top)]
+    m = ClickGraphModel.load(model_path)  # a missing or foreign file is a clear error, not silence
+    return [(w, c, wt) for w, c, wt, _ in synonym_candidates(m, top=top, **params)]
 
 
 def gather_candidates(sessions: str | Path | None, impressions: str | Path | None, embedder=None,
                       click_graph: str | Path | None = None, min_query_count: int = 2, max_queries: int = 20000,
-                      log=print) -> dict[tuple[str, str], RewriteCandidate]:
+                      log=print, click_graph_params: dict[str, Any] | None = None) -> dict[tuple[str, str], RewriteCandidate]:
     out: dict[tuple[str, str], RewriteCandidate] = {}
     for a, c in kb_pairs():
         _add(out, a, c, "kb", 1.0)
@@ -141,8 +143,8 @@ def gather_candidates(sessions: str | Path | None, impressions: str | Path | Non
         for a, b, cos in nb:
             _add(out, a, b, "embedding", round(cos, 4))
         log(f"candidates: embedding neighbours {len(nb)} over {len(qs)} log queries")
-    if click_graph and Path(click_graph).exists():
-        syn = click_graph_synonyms(click_graph)
+    if click_graph:
+        syn = click_graph_synonyms(click_graph, **(click_graph_params or {}))
         for a, b, w in syn:
             _add(out, a, b, "click_graph", w)
         log(f"candidates: click-graph synonyms {len(syn)}")
