@@ -94,16 +94,7 @@ def cmd_click_graph_train(args: argparse.Namespace) -> int:
     tok = get_tokenizer(ctx.bundle_dir / "dictionary.txt")
     select = None
     if args.labels:
-        sel = _selection_pairs(args)
-        docs = ctx.get_docs(sorted({p.video_id for p in sel}))
-        sel = [p for p in sel if p.video_id in docs]
-        qcache: dict[str, Any] = {}
-        queries = []
-        for p in sel:
-            if p.query not in qcache:
-                qcache[p.query] = ctx.understand(p.query)
-            queries.append(qcache[p.query])
-        doc_list = [docs[p.video_id] for p in sel]
+        sel, queries, doc_list = ctx.pair_inputs(_selection_pairs(args))
         grades = np.array([p.grade for p in sel])
 
         def select(model: Any, it: int) -> float:
@@ -171,15 +162,8 @@ def cmd_train_ensemble(args: argparse.Namespace) -> int:
                 all_pairs.append(p)
 
     def matrix(pairs: list[Any]) -> tuple[np.ndarray, np.ndarray]:
-        docs = ctx.get_docs(sorted({p.video_id for p in pairs}))
-        pairs = [p for p in pairs if p.video_id in docs]
-        qcache: dict[str, Any] = {}
-        qs = []
-        for p in pairs:
-            if p.query not in qcache:
-                qcache[p.query] = ctx.understand(p.query)
-            qs.append(qcache[p.query])
-        return feats.matrix(qs, [docs[p.video_id] for p in pairs]), np.array([p.grade for p in pairs])
+        pairs, qs, docs = ctx.pair_inputs(pairs)
+        return feats.matrix(qs, docs), np.array([p.grade for p in pairs])
 
     Xf, yf = matrix(select_split(all_pairs, "fit", args.seed))
     Xh, yh = matrix(select_split(all_pairs, "heldout", args.seed))

@@ -221,18 +221,10 @@ def evaluate_relevance(pairs: list[LabelledPair], scorer_names: list[str], ctx: 
                        split: str = "all", logs: str | Path | None = None, progress: bool = True) -> RelevanceReport:
     if ctx.understand is None or ctx.get_docs is None:
         raise ValueError("evaluation needs query understanding and a doc store (give the engine/index options)")
-    docs = ctx.get_docs(sorted({p.video_id for p in pairs}))
-    kept = [p for p in pairs if p.video_id in docs]
+    kept, queries, doc_list = ctx.pair_inputs(pairs)
     missing = len(pairs) - len(kept)
     if not kept:
         raise ValueError("none of the labelled videos is in the index")
-    qcache: dict[str, Any] = {}
-    queries = []
-    for p in kept:
-        if p.query not in qcache:
-            qcache[p.query] = ctx.understand(p.query)
-        queries.append(qcache[p.query])
-    doc_list = [docs[p.video_id] for p in kept]
     grades = np.array([p.grade for p in kept])
     qids = [p.qid for p in kept]
     bands, band_source = frequency_bands(qids, [p.query for p in kept], logs)

@@ -59,6 +59,17 @@ class ScorerContext:
         base.update(self.params.get(name, {}))
         return base
 
+    def pair_inputs(self, pairs: list[Any]) -> tuple[list[Any], list[UnderstoodQuery], list[dict[str, Any]]]:
+        """(pairs whose video is in the doc store, their understood queries, their docs): each
+        distinct query is understood once, the docs are read in one batch."""
+        docs = self.get_docs(sorted({p.video_id for p in pairs}))
+        kept = [p for p in pairs if p.video_id in docs]
+        understood: dict[str, UnderstoodQuery] = {}
+        for p in kept:
+            if p.query not in understood:
+                understood[p.query] = self.understand(p.query)
+        return kept, [understood[p.query] for p in kept], [docs[p.video_id] for p in kept]
+
 
 ScorerFactory = Callable[[ScorerContext], PairScorer]
 SCORERS: dict[str, ScorerFactory] = {}

@@ -3,6 +3,7 @@ crash) never sees a half-written model, report or export."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,3 +35,18 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
     return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def replace_dir(tmp: str | Path, final: str | Path) -> None:
+    """Put a fully written directory `tmp` in place of `final` (a saved model directory): the
+    old one is moved aside first, so `final` is always a complete directory or briefly absent,
+    never a mix of old and new files."""
+    tmp, final = Path(tmp), Path(final)
+    if final.exists():
+        old = final.with_name(final.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)

@@ -9,8 +9,6 @@ everything here loads with `from_pretrained(local_dir)` only (`local_files_only=
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -19,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import replace_dir
 from .trainer import TrainConfig, set_seed, train
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -95,17 +94,6 @@ def mask_tokens(ids: np.ndarray, att: np.ndarray, tok, rng: np.random.Generator,
     return out, labels
 
 
-def _atomic_dir_replace(tmp: Path, final: Path) -> None:
-    if final.exists():
-        old = final.with_name(final.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-
-
 def pretrain(lines: list[str], out: str | Path, size: BertSize | None = None, train_cfg: TrainConfig | None = None,
              batch_size: int = 64, resume: bool = True, corpus_report: dict[str, Any] | None = None,
              log=print) -> dict[str, Any]:
@@ -164,7 +152,7 @@ def pretrain(lines: list[str], out: str | Path, size: BertSize | None = None, tr
               "corpus": corpus_report or {}, "history": hist, "heldout_masked_accuracy": held,
               "seconds_total": round(time.time() - t0, 1)}
     (tmp / "pretrain_report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
-    _atomic_dir_replace(tmp, out)
+    replace_dir(tmp, out)
     return report
 
 

@@ -101,7 +101,8 @@ def train_discriminator(train_pairs: list[Pair], bert_dir: str | Path, out: str 
     import torch
     import torch.nn.functional as F
 
-    from .bert import _atomic_dir_replace, load_tokenizer
+    from ..atomic import replace_dir
+    from .bert import load_tokenizer
 
     tc = train_cfg or TrainConfig(steps=300, lr=1e-4, checkpoint_every=100)
     out = Path(out)
@@ -143,7 +144,7 @@ def train_discriminator(train_pairs: list[Pair], bert_dir: str | Path, out: str 
     tok.save_pretrained(str(tmp))
     (tmp / "train_report.json").write_text(json.dumps({"train": asdict(tc), "history": hist, "rdrop_alpha": rdrop_alpha,
                                                        "pairs": {s: len(v) for s, v in by_src.items()}}, indent=1), encoding="utf-8")
-    _atomic_dir_replace(tmp, out)
+    replace_dir(tmp, out)
     return model, tok, hist
 
 

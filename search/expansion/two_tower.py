@@ -30,6 +30,7 @@ import numpy as np
 from query_understanding.normalize import normalize, normalize_doc_text
 
 from .layers import BIGRAM_BUCKETS, bag_batch, make_tower, text_features
+from ..atomic import replace_dir
 from .trainer import TrainConfig, train
 
 MODEL_FILE = "two_tower.npz"
@@ -295,14 +296,7 @@ class TwoTowerEmbedder:
             if (self.tokenizer_dir / name).exists():
                 shutil.copyfile(self.tokenizer_dir / name, tmp / name)
         os.chmod(tmp, 0o755)
-        if out.exists():
-            old = out.with_name(out.name + ".old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        replace_dir(tmp, out)
 
     @classmethod
     def load(cls, model_dir: str | Path) -> "TwoTowerEmbedder":
