@@ -38,6 +38,9 @@ class BehaviourState:
     users: dict[str, UserProfile] = field(default_factory=dict)
     day: int | None = None
     as_of: float = 0.0
+    # serving reads the same popular videos request after request: their VideoStats are kept until
+    # an outcome or the day roll changes them (read-only; see `stats_view`)
+    _views: dict[str, VideoStats] = field(default_factory=dict, repr=False, compare=False)
 
     def advance_to(self, ts: float) -> None:
         """Roll the day: today's real-time counters become T+1 statistics."""
@@ -51,10 +54,18 @@ class BehaviourState:
                     acc[i] += x
             self.rt = {}
             self.day = d
+            self._views.clear()
 
     def video_stats(self, vid: str) -> VideoStats:
         z = [0.0] * len(COUNTERS)
         return VideoStats(dict(zip(COUNTERS, self.t1.get(vid, z))), dict(zip(COUNTERS, self.rt.get(vid, z))))
+
+    def stats_view(self, vid: str) -> VideoStats:
+        """`video_stats` shared between requests until the counters change: callers must not modify it."""
+        v = self._views.get(vid)
+        if v is None:
+            v = self._views[vid] = self.video_stats(vid)
+        return v
 
     def profile(self, user_id: str | None) -> UserProfile | None:
         return self.users.get(user_id) if user_id else None
@@ -64,6 +75,7 @@ class BehaviourState:
         self.advance_to(ts)
         self.as_of = max(self.as_of, ts)
         for o in outcomes:
+            self._views.pop(o["video_id"], None)
             c = self.rt.setdefault(o["video_id"], [0.0] * len(COUNTERS))
             c[0] += 1
             c[1] += float(bool(o.get("clicked")))

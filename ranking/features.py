@@ -21,7 +21,9 @@ from __future__ import annotations
 import bisect
 import math
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Iterable
 
 import numpy as np
@@ -70,7 +72,7 @@ def wilson_lower(successes: float, trials: float, z: float = 1.96) -> float:
     """Lower bound of the Wilson score interval: pessimistic for few trials."""
     if trials <= 0:
         return 0.0
-    p = successes / trials
+    p = min(1.0, max(0.0, successes / trials))   # counters from two sources can disagree by a few
     den = 1 + z * z / trials
     centre = p + z * z / (2 * trials)
     margin = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials))
@@ -148,9 +150,18 @@ class QueryInfo:
 @dataclass
 class VideoStats:
     """Behaviour counters of a video as of serving time: T+1 (all days before today) and
-    real-time (today so far). Keys: impressions, clicks, valid_plays, likes."""
+    real-time (today so far). Keys: impressions, clicks, valid_plays, likes. Treat as frozen once
+    features were taken from it: `flat()` remembers its numbers (serving shares one object per
+    video between requests until the counters change)."""
     t1: dict[str, float] = field(default_factory=dict)
     rt: dict[str, float] = field(default_factory=dict)
+    _flat: tuple | None = field(default=None, repr=False, compare=False)
+
+    def flat(self) -> tuple:
+        if self._flat is None:
+            t1, rt = self.t1, self.rt
+            self._flat = tuple(float(t1.get(k, 0.0)) for k in COUNTERS) + tuple(float(rt.get(k, 0.0)) for k in COUNTERS)
+        return self._flat
 
 
 @dataclass
@@ -174,7 +185,7 @@ class UserProfile:
                    dict(d.get("artists", {})), dict(d.get("languages", {})), dict(d.get("categories", {})))
 
 
-@dataclass
+@dataclass(slots=True)
 class ImpressionContext:
     """Everything the ranker may know when it scores one candidate, and nothing more."""
     query: QueryInfo
@@ -203,9 +214,68 @@ def _publish_ts(doc: dict[str, Any]) -> float | None:
     if isinstance(f, dict) and f.get("publish_ts") is not None:
         return float(f["publish_ts"])
     if doc.get("publish_time"):
-        from datetime import datetime
         return datetime.fromisoformat(doc["publish_time"]).timestamp()
     return None
+
+
+def _top_intent(q: QueryInfo) -> str:
+    return max(q.intents.items(), key=lambda kv: kv[1])[0] if q.intents else "none"
+
+
+def _plain_rates(s: np.ndarray, n: np.ndarray) -> np.ndarray:
+    return np.divide(s, n, out=np.zeros_like(s, dtype=np.float64), where=n > 0)
+
+
+def _wilson_rates(s: np.ndarray, n: np.ndarray, z: float = 1.96) -> np.ndarray:
+    """`wilson_lower` over arrays."""
+    ok = n > 0
+    nn = np.where(ok, n, 1.0)
+    p = np.clip(s / nn, 0.0, 1.0)
+    den = 1 + z * z / nn
+    centre = p + z * z / (2 * nn)
+    margin = z * np.sqrt(p * (1 - p) / nn + z * z / (4 * nn * nn))
+    return np.where(ok, np.maximum(0.0, (centre - margin) / den), 0.0)
+
+
+def soft_bucket_matrix(x: np.ndarray, edges: list[float]) -> np.ndarray:
+    """`soft_buckets` for a column of counts: rows × len(edges)."""
+    e = np.asarray(edges, dtype=np.float64)
+    v = np.log1p(np.maximum(0.0, np.asarray(x, dtype=np.float64)))
+    out = np.zeros((len(v), len(e)))
+    rows = np.arange(len(v))
+    lo, hi = v <= e[0], v >= e[-1]
+    mid = ~(lo | hi)
+    out[lo, 0] = 1.0
+    out[hi & ~lo, -1] = 1.0
+    j = np.clip(np.searchsorted(e, v[mid], side="left") - 1, 0, len(e) - 2)
+    w = (v[mid] - e[j]) / (e[j + 1] - e[j])
+    out[rows[mid], j] = 1 - w
+    out[rows[mid], j + 1] = w
+    return out
+
+
+# One pass over the candidates gathers these raw numbers; everything else is column arithmetic.
+# What belongs to the query or the user is read once per distinct object (a serving batch has one
+# of each), not once per candidate.
+_QUERY_RAW = ["q_tokens", "q_chars"] + [f"q_ent_{t}" for t in ENTITY_TYPES]
+_USER_RAW = ["u_requests", "u_clicks", "u_last_ts"]
+_CAND_RAW = (["duration", "resolution", "publish_ts", "play_count", "like_count", "now_ts"]
+             + [f"{span}_{k}" for span in ("t1", "rt") for k in COUNTERS]
+             + [f"rel_{k}" for k in RELEVANCE_KEYS] + ["rel_score"]
+             + [f"src_{r}" for r in ROUTES] + ["src_n"]
+             + ["x_user_artist", "x_user_language", "x_user_category", "x_query_artist_in_video"])
+_NAN = float("nan")
+_NO_USER = UserProfile()
+_SPARSE_ORDER = ["video_id", "uploader", "artist", "category", "language", "resolution", "grade", "top_intent", "query_kind"]
+assert set(_SPARSE_ORDER) == set(SPARSE_FIELDS)
+
+
+assert [f"rel_{k}" for k in RELEVANCE_KEYS] == _CAND_RAW[14:20] and ROUTES == ["text", "rewrite", "vector"]
+
+
+def _shares(table: dict[str, int]) -> dict[str, float]:
+    total = max(1, sum(table.values()))
+    return {k: v / total for k, v in table.items()}
 
 
 @dataclass
@@ -218,6 +288,10 @@ class FeatureBuilder:
     vocabs: dict[str, FrequencyVocab] = field(default_factory=dict)
     intent_names: list[str] = field(default_factory=list)
     edges: list[float] = field(default_factory=lambda: list(DEFAULT_EDGES))
+    # video_id → (doc, its raw numbers, its sparse ids): docs are read-only records shared by the
+    # doc store, so while a candidate carries the very same doc object its part is reused as is.
+    _doc_cache: dict[str, tuple] = field(default_factory=dict, repr=False, compare=False)
+    doc_cache_size: int = field(default=200_000, repr=False, compare=False)
 
     # -- fitting (training rows only) --
     def fit(self, contexts: list[ImpressionContext]) -> "FeatureBuilder":
@@ -240,95 +314,188 @@ class FeatureBuilder:
             for k, v in self.sparse_raw(c).items():
                 sparse_vals[k].append(v)
         self.vocabs = {k: FrequencyVocab.fit(v, SPARSE_FIELDS[k]) for k, v in sparse_vals.items()}
+        self._doc_cache.clear()     # cached ids belong to the old vocabularies
         return self
 
     # -- the one feature code path --
-    def _rates(self, prefix: str, s: float, n: float, prior: str) -> dict[str, float]:
-        out = {}
+    # Serving scores up to 500 candidates per request within a few milliseconds, so features are
+    # computed column-wise over the whole batch: one Python pass gathers the raw numbers, then
+    # numpy does the smoothing, bucketing and affinities. Training calls the same `transform`.
+    def _rate_cols(self, prefix: str, s: np.ndarray, n: np.ndarray, prior: str) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
         if self.rate_method in ("bayes", "all"):
-            out[f"{prefix}_bayes"] = self.priors[prior].rate(s, n) if prior in self.priors else plain_rate(s, n)
+            if prior in self.priors:
+                p = self.priors[prior]
+                out[f"{prefix}_bayes"] = (s + p.alpha) / (n + p.alpha + p.beta)
+            else:
+                out[f"{prefix}_bayes"] = _plain_rates(s, n)
         if self.rate_method in ("wilson", "all"):
-            out[f"{prefix}_wilson"] = wilson_lower(s, n)
+            out[f"{prefix}_wilson"] = _wilson_rates(s, n)
         if self.rate_method in ("plain", "all"):
-            out[f"{prefix}_plain"] = plain_rate(s, n)
+            out[f"{prefix}_plain"] = _plain_rates(s, n)
         return out
 
-    def _buckets(self, name: str, x: float, edges: list[float] | None = None) -> dict[str, float]:
-        return {f"{name}_b{i}": v for i, v in enumerate(soft_buckets(x, edges or self.edges))}
+    def _bucket_cols(self, name: str, x: np.ndarray, edges: list[float] | None = None) -> dict[str, np.ndarray]:
+        b = soft_bucket_matrix(x, edges or self.edges)
+        return {f"{name}_b{i}": b[:, i] for i in range(b.shape[1])}
 
-    def dense_raw(self, c: ImpressionContext) -> dict[str, float]:
-        q, d, f = c.query, c.doc, {}
+    def _doc_part(self, vid: str, d: dict[str, Any]) -> tuple:
+        e = self._doc_cache.get(vid)
+        if e is not None and e[0] is d:
+            return e
+        f = d.get("_fields")
+        pts = f.get("publish_ts") if isinstance(f, dict) else None
+        if pts is None:
+            pts = _publish_ts(d)
+        arts = tuple(d.get("artists") or ())
+        raw = (d.get("duration_s") or 0, d.get("resolution") or 0, _NAN if pts is None else pts,
+               d.get("play_count") or 0, d.get("like_count") or 0)
+        v = self.vocabs
+        ids = tuple(v[k].index.get(x, 0) if k in v else 0 for k, x in (
+            ("video_id", vid), ("uploader", str(d.get("uploader") or "")), ("artist", str(arts[0]) if arts else ""),
+            ("category", str(d.get("category") or "")), ("language", str(d.get("language") or "")),
+            ("resolution", str(d.get("resolution") or ""))))
+        if len(self._doc_cache) >= self.doc_cache_size:
+            self._doc_cache.clear()
+        e = self._doc_cache[vid] = (d, raw, ids, arts, str(d.get("language")), str(d.get("category")), frozenset(arts))
+        return e
+
+    def _gather(self, contexts: list[ImpressionContext]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """One pass over the candidates: raw numeric columns, and the sparse ids."""
+        n = len(contexts)
+        qrows: dict[int, tuple] = {}
+        urows: dict[int, tuple] = {}
+        qidx: list[int] = []
+        uidx: list[int] = []
+        qvals: list[tuple] = []
+        uvals: list[tuple] = []
+        rows: list[tuple] = []
+        sparse_rows: list[tuple] = []
+        grade_vocab = self.vocabs["grade"].index if "grade" in self.vocabs else {}
+        intent_vocab = self.vocabs["top_intent"].index if "top_intent" in self.vocabs else {}
+        kind_vocab = self.vocabs["query_kind"].index if "query_kind" in self.vocabs else {}
+        grade_ids: dict[Any, int] = {}
+        doc_cache = self._doc_cache
+        last_q = last_u = qr = ur = None
+        for c in contexts:
+            q = c.query
+            if q is not last_q:           # a serving batch has one query and one user
+                last_q, qr = q, qrows.get(id(q))
+                if qr is None:
+                    et = q.entity_types
+                    kind = "+".join(sorted(et)) or "none"
+                    qr = qrows[id(q)] = (len(qvals), q.entity_texts.get("artist") or (),
+                                         intent_vocab.get(_top_intent(q), 0), kind_vocab.get(kind, 0), q)
+                    qvals.append((q.n_tokens, q.n_chars, et.get("artist", 0), et.get("song", 0), et.get("show", 0)))
+            u = c.user or _NO_USER
+            if u is not last_u:
+                last_u, ur = u, urows.get(id(u))
+                if ur is None:
+                    ur = urows[id(u)] = (len(uvals), _shares(u.artists) if u.artists else None, _shares(u.languages),
+                                         _shares(u.categories), u)
+                    uvals.append((u.requests, u.clicks, u.last_ts if u.last_ts else _NAN))
+            qidx.append(qr[0])
+            uidx.append(ur[0])
+            dp = doc_cache.get(c.video_id)
+            if dp is None or dp[0] is not c.doc:
+                dp = self._doc_part(c.video_id, c.doc)
+            g = grade_ids.get(c.grade)
+            if g is None:
+                g = grade_ids[c.grade] = grade_vocab.get(str(c.grade), 0)
+            sparse_rows.append(dp[2] + (g, qr[2], qr[3]))
+            st, rel, src = c.stats, c.relevance, c.sources
+            ua, q_art, arts = ur[1], qr[1], dp[3]
+            rows.append(dp[1] + (c.now_ts,) + (st._flat or st.flat()) + (
+                rel.get("bm25", 0.0), rel.get("coverage", 0.0), rel.get("title_coverage", 0.0), rel.get("entity_match", 0.0),
+                rel.get("closeness", 0.0), rel.get("field_coverage", 0.0), c.relevance_score,
+                src.get("text", _NAN), src.get("rewrite", _NAN), src.get("vector", _NAN), len(src),
+                (ua.get(arts[0], 0.0) if len(arts) == 1 else sum(ua.get(a, 0.0) for a in arts)) if ua else 0.0,
+                ur[2].get(dp[4], 0.0), ur[3].get(dp[5], 0.0),
+                0.0 if not q_art or dp[6].isdisjoint(q_art) else 1.0))
+        cand = np.array(rows, dtype=np.float64).reshape(n, len(_CAND_RAW))
+        qm = np.array(qvals, dtype=np.float64).reshape(-1, len(_QUERY_RAW))[qidx]
+        um = np.array(uvals, dtype=np.float64).reshape(-1, len(_USER_RAW))[uidx]
+        cols = {k: cand[:, j] for j, k in enumerate(_CAND_RAW)}
+        cols.update({k: qm[:, j] for j, k in enumerate(_QUERY_RAW)})
+        cols.update({k: um[:, j] for j, k in enumerate(_USER_RAW)})
+        ids = np.array(sparse_rows, dtype=np.int64).reshape(n, len(_SPARSE_ORDER))
+        sparse = ids[:, [_SPARSE_ORDER.index(k) for k in self.vocabs]] if self.vocabs else np.zeros((n, 0), np.int64)
+        return cols, sparse
+
+    def columns(self, contexts: list[ImpressionContext]) -> dict[str, np.ndarray]:
+        """Every dense feature as a column over the batch, in schema order."""
+        return self._columns(self._gather(contexts)[0], contexts)
+
+    def _columns(self, col: dict[str, np.ndarray], contexts: list[ImpressionContext]) -> dict[str, np.ndarray]:
+        n = len(contexts)
+        f: dict[str, np.ndarray] = {}
         # query
-        f["q_tokens"] = min(q.n_tokens, 10) / 10
-        f["q_chars"] = min(q.n_chars, 30) / 30
+        f["q_tokens"] = np.minimum(col["q_tokens"], 10) / 10
+        f["q_chars"] = np.minimum(col["q_chars"], 30) / 30
         for t in ENTITY_TYPES:
-            f[f"q_ent_{t}"] = float(min(q.entity_types.get(t, 0), 2))
+            f[f"q_ent_{t}"] = np.minimum(col[f"q_ent_{t}"], 2)
         for name in self.intent_names:
-            f[f"q_intent_{name}"] = float(q.intents.get(name, 0.0))
+            f[f"q_intent_{name}"] = np.fromiter((c.query.intents.get(name, 0.0) for c in contexts), np.float64, n)
         # video: static attributes and quality
-        f["v_duration"] = (math.log1p(float(d.get("duration_s") or 0))) / 7
-        res = float(d.get("resolution") or 0)
-        f["v_hd"], f["v_fullhd"] = float(res >= 720), float(res >= 1080)
-        pts = _publish_ts(d)
-        age = max(0.0, (c.now_ts - pts) / 86400) if pts is not None else 3650.0
-        f["v_age"] = (math.log1p(age)) / 8
-        f.update(self._buckets("v_catalog_plays", float(d.get("play_count") or 0), CATALOG_EDGES))
-        f.update(self._rates("v_catalog_like", float(d.get("like_count") or 0), float(d.get("play_count") or 0), "catalog_like"))
+        f["v_duration"] = np.log1p(col["duration"]) / 7
+        f["v_hd"], f["v_fullhd"] = (col["resolution"] >= 720).astype(np.float64), (col["resolution"] >= 1080).astype(np.float64)
+        age = np.where(np.isnan(col["publish_ts"]), 3650.0, np.maximum(0.0, (col["now_ts"] - col["publish_ts"]) / 86400))
+        f["v_age"] = np.log1p(age) / 8
+        f.update(self._bucket_cols("v_catalog_plays", col["play_count"], CATALOG_EDGES))
+        f.update(self._rate_cols("v_catalog_like", col["like_count"], col["play_count"], "catalog_like"))
         # video: T+1 and real-time behaviour
-        for span, st in (("t1", c.stats.t1), ("rt", c.stats.rt)):
-            imp, clk, vp, lk = (float(st.get(k, 0.0)) for k in COUNTERS)
-            f.update(self._buckets(f"{span}_imp", imp))
-            f.update(self._buckets(f"{span}_clk", clk))
-            f.update(self._rates(f"{span}_ctr", clk, imp, "ctr"))
-            f.update(self._rates(f"{span}_vpr", vp, clk, "vpr"))
-            f.update(self._rates(f"{span}_like", lk, clk, "like"))
+        for span in ("t1", "rt"):
+            imp, clk, vp, lk = (col[f"{span}_{k}"] for k in COUNTERS)
+            f.update(self._bucket_cols(f"{span}_imp", imp))
+            f.update(self._bucket_cols(f"{span}_clk", clk))
+            f.update(self._rate_cols(f"{span}_ctr", clk, imp, "ctr"))
+            f.update(self._rate_cols(f"{span}_vpr", vp, clk, "vpr"))
+            f.update(self._rate_cols(f"{span}_like", lk, clk, "like"))
         # user
-        u = c.user or UserProfile()
-        f["u_known"] = float(u.requests > 0)
-        f.update(self._buckets("u_requests", u.requests))
-        f["u_click_rate"] = (u.clicks + 1) / (u.requests * 10 + 8)    # per shown slot, mildly smoothed
-        f["u_days_idle"] = math.log1p(max(0.0, c.now_ts - u.last_ts) / 86400) / 5 if u.last_ts else 1.0
+        req = col["u_requests"]
+        f["u_known"] = (req > 0).astype(np.float64)
+        f.update(self._bucket_cols("u_requests", req))
+        f["u_click_rate"] = (col["u_clicks"] + 1) / (req * 10 + 8)    # per shown slot, mildly smoothed
+        idle = col["now_ts"] - col["u_last_ts"]        # NaN: never seen
+        f["u_days_idle"] = np.where(np.isnan(idle), 1.0, np.log1p(np.maximum(0.0, np.nan_to_num(idle)) / 86400) / 5)
         # cross: relevance, recall, user–video affinity
         for k in RELEVANCE_KEYS:
-            f[f"rel_{k}"] = float(c.relevance.get(k, 0.0))
-        f["rel_score"] = float(c.relevance_score)
+            f[f"rel_{k}"] = col[f"rel_{k}"]
+        f["rel_score"] = col["rel_score"]
         for r in ROUTES:
-            s = c.sources.get(r)
-            f[f"src_{r}"] = float(s is not None)
-            f[f"src_{r}_score"] = ((math.log1p(max(s, 0.0))) / 6 if r != "vector" else float(s)) if s is not None else 0.0
-        f["src_n"] = float(len(c.sources)) / 3
-        v_artists = list(d.get("artists") or [])
-        hist = max(1, sum(u.artists.values()))
-        f["x_user_artist"] = sum(u.artists.get(a, 0) for a in v_artists) / hist
-        f["x_user_language"] = u.languages.get(str(d.get("language")), 0) / max(1, sum(u.languages.values()))
-        f["x_user_category"] = u.categories.get(str(d.get("category")), 0) / max(1, sum(u.categories.values()))
-        q_art = q.entity_texts.get("artist", [])
-        f["x_query_artist_in_video"] = float(any(a in v_artists for a in q_art)) if q_art else 0.0
+            s = col[f"src_{r}"]
+            has = ~np.isnan(s)
+            f[f"src_{r}"] = has.astype(np.float64)
+            sv = np.nan_to_num(s)
+            f[f"src_{r}_score"] = np.where(has, np.log1p(np.maximum(sv, 0.0)) / 6 if r != "vector" else sv, 0.0)
+        f["src_n"] = col["src_n"] / 3
+        f["x_user_artist"] = col["x_user_artist"]
+        f["x_user_language"] = col["x_user_language"]
+        f["x_user_category"] = col["x_user_category"]
+        f["x_query_artist_in_video"] = col["x_query_artist_in_video"]
         return f
+
+    def dense_raw(self, c: ImpressionContext) -> dict[str, float]:
+        """One candidate's features by name (for explain and tests; batches go through `transform`)."""
+        return {k: float(v[0]) for k, v in self.columns([c]).items()}
 
     def sparse_raw(self, c: ImpressionContext) -> dict[str, str]:
         d = c.doc
         arts = d.get("artists") or []
-        top_intent = max(c.query.intents.items(), key=lambda kv: kv[1])[0] if c.query.intents else "none"
         return {"video_id": c.video_id, "uploader": str(d.get("uploader") or ""), "artist": str(arts[0]) if arts else "",
                 "category": str(d.get("category") or ""), "language": str(d.get("language") or ""),
-                "resolution": str(d.get("resolution") or ""), "grade": str(c.grade), "top_intent": top_intent,
+                "resolution": str(d.get("resolution") or ""), "grade": str(c.grade), "top_intent": _top_intent(c.query),
                 "query_kind": "+".join(sorted(c.query.entity_types)) or "none"}
 
     def dense_names(self) -> list[str]:
-        dummy = ImpressionContext(QueryInfo(""), "", {}, {}, 0.0, None, {}, VideoStats(), None, 0.0)
-        return list(self.dense_raw(dummy))
+        return list(self.columns([]))
 
     def transform(self, contexts: list[ImpressionContext]) -> tuple[np.ndarray, np.ndarray]:
-        names = self.dense_names()
-        dense = np.zeros((len(contexts), len(names)), dtype=np.float32)
-        sparse = np.zeros((len(contexts), len(self.vocabs)), dtype=np.int64)
-        fields = list(self.vocabs)
-        for i, c in enumerate(contexts):
-            dr = self.dense_raw(c)
-            dense[i] = [dr[n] for n in names]
-            sr = self.sparse_raw(c)
-            sparse[i] = [self.vocabs[k].lookup(sr[k]) for k in fields]
+        raw, sparse = self._gather(contexts)
+        cols = self._columns(raw, contexts)
+        dense = np.empty((len(contexts), len(cols)), dtype=np.float32)
+        for j, v in enumerate(cols.values()):
+            dense[:, j] = v
         return dense, sparse
 
     def snapshot(self, dense_row: np.ndarray, sparse_row: np.ndarray, names: list[str] | None = None) -> dict[str, float]:
@@ -338,16 +505,11 @@ class FeatureBuilder:
         out.update({f"sparse.{k}": float(v) for k, v in zip(self.vocabs, sparse_row)})
         return out
 
-    def snapshots(self, dense: np.ndarray, sparse: np.ndarray, names: list[str] | None = None) -> list[dict[str, float]]:
-        """`snapshot` for a whole batch (one rounding pass; this runs on every served candidate)."""
-        names = names or self.dense_names()
-        fields = [f"sparse.{k}" for k in self.vocabs]
-        out = []
-        for drow, srow in zip(np.round(dense.astype(np.float64), 6).tolist(), sparse.astype(np.float64).tolist()):
-            snap = dict(zip(names, drow))
-            snap.update(zip(fields, srow))
-            out.append(snap)
-        return out
+    def snapshots(self, dense: np.ndarray, sparse: np.ndarray, names: list[str] | None = None) -> list["FeatureSnapshot"]:
+        """`snapshot` for a whole batch, lazily: serving scores up to 500 candidates but only the
+        shown ones are logged, so a row becomes a dict only when somebody reads it."""
+        batch = _SnapshotBatch(list(names or self.dense_names()), [f"sparse.{k}" for k in self.vocabs], dense, sparse)
+        return [FeatureSnapshot(batch, i) for i in range(len(dense))]
 
     def to_dict(self) -> dict[str, Any]:
         return {"rate_method": self.rate_method, "priors": {k: [p.alpha, p.beta] for k, p in self.priors.items()},
@@ -357,3 +519,46 @@ class FeatureBuilder:
     def from_dict(cls, d: dict[str, Any]) -> "FeatureBuilder":
         return cls(d["rate_method"], {k: BetaPrior(*v) for k, v in d["priors"].items()},
                    {k: FrequencyVocab.from_dict(v) for k, v in d["vocabs"].items()}, list(d["intent_names"]), list(d["edges"]))
+
+
+class _SnapshotBatch:
+    __slots__ = ("names", "index", "dense", "sparse")
+
+    def __init__(self, dense_names: list[str], sparse_names: list[str], dense: np.ndarray, sparse: np.ndarray):
+        self.names = dense_names + sparse_names
+        self.index = {n: i for i, n in enumerate(self.names)}
+        self.dense, self.sparse = dense, sparse
+
+    def row(self, i: int) -> list[float]:
+        return np.round(self.dense[i].astype(np.float64), 6).tolist() + self.sparse[i].astype(np.float64).tolist()
+
+
+class FeatureSnapshot(Mapping):
+    """One candidate's logged feature vector, by name: the dense values rounded to 6 digits and
+    the sparse fields as vocabulary indices (`sparse.<field>`). Read-only view of the batch the
+    model scored, so it equals what the model saw."""
+    __slots__ = ("_batch", "_i", "_values")
+
+    def __init__(self, batch: _SnapshotBatch, i: int):
+        self._batch, self._i, self._values = batch, i, None
+
+    def _row(self) -> list[float]:
+        if self._values is None:
+            self._values = self._batch.row(self._i)
+        return self._values
+
+    def __getitem__(self, name: str) -> float:
+        return self._row()[self._batch.index[name]]
+
+    def __iter__(self):
+        return iter(self._batch.names)
+
+    def __len__(self) -> int:
+        return len(self._batch.names)
+
+    def items(self):  # one materialization instead of one lookup per name
+        return zip(self._batch.names, self._row())
+
+    def __repr__(self) -> str:
+        return f"FeatureSnapshot({dict(self.items())!r})"
+

@@ -114,9 +114,13 @@ class LearnedRanker:
     def contexts(self, inp: StageInput, cands: list[Any]) -> list[ImpressionContext]:
         q = QueryInfo.from_understood(inp.query)
         user = self.state.profile(inp.user_id)
+        now, st = inp.now_ts, self.state
+        if not (st.t1 or st.rt):
+            none = VideoStats()        # nothing observed yet: one shared empty record
+            return [ImpressionContext(q, c.video_id, c.doc or {}, c.relevance, c.relevance_score, c.grade, c.sources, none, user, now)
+                    for c in cands]
         return [ImpressionContext(q, c.video_id, c.doc or {}, c.relevance, c.relevance_score, c.grade, c.sources,
-                                  self.state.video_stats(c.video_id) if self.state.t1 or self.state.rt else VideoStats(),
-                                  user, inp.now_ts) for c in cands]
+                                  st.stats_view(c.video_id), user, now) for c in cands]
 
     def score(self, contexts: list[ImpressionContext]) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, np.ndarray]:
         assert self.model is not None and self.builder is not None
@@ -150,12 +154,13 @@ class LearnedRanker:
             scores, probs, dense, sparse = self.score(self.contexts(inp, head))
             self.last_score_ms = (time.perf_counter() - t1) * 1000
             snaps = self.builder.snapshots(dense, sparse, self.dense_names) if self.log_features else None
-            for i, c in enumerate(head):
-                c.rank_score = float(scores[i])
+            shown = {"score": np.round(scores, 6).tolist(), **{f"p_{t}": np.round(p, 6).tolist() for t, p in probs.items()}}
+            arch = self.model.name
+            for i, (c, sc) in enumerate(zip(head, scores.tolist())):
+                c.rank_score = sc
                 if snaps is not None:
                     c.rank_features = snaps[i]
-                c.explain["ranking"] = {"model": self.name, "arch": self.model.name, "score": round(c.rank_score, 6),
-                                        **{f"p_{t}": round(float(p[i]), 6) for t, p in probs.items()}}
+                c.explain["ranking"] = {"model": self.name, "arch": arch, **{k: v[i] for k, v in shown.items()}}
             head = sorted(head, key=lambda c: (-c.rank_score, c.video_id))
         low = min((c.rank_score for c in head), default=0.0)
         for c in tail:   # beyond the batch: below every scored candidate, in the previous order

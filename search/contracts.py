@@ -3,6 +3,7 @@ output dataclass). A stage reads and adds to candidates; it never reaches into a
 stage's internals."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,7 @@ class Candidate:
     relevance_score: float = 0.0
     grade: int | None = None
     rank_score: float = 0.0
-    rank_features: dict[str, float] = field(default_factory=dict)
+    rank_features: Mapping[str, float] = field(default_factory=dict)   # the vector the ranker saw (logged with the impression)
     explain: dict[str, Any] = field(default_factory=dict)
 
 

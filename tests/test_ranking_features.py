@@ -2,15 +2,18 @@
 replay (a feature of an impression never depends on an event after it)."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ranking.feature_store import BehaviourState, replay_impressions
-from ranking.features import (DEFAULT_EDGES, BetaPrior, FeatureBuilder, FrequencyVocab, QueryInfo, plain_rate, soft_buckets,
-                              wilson_lower)
+from ranking.features import (CATALOG_EDGES, COUNTERS, DEFAULT_EDGES, ENTITY_TYPES, RELEVANCE_KEYS, ROUTES, BetaPrior,
+                              FeatureBuilder, FrequencyVocab, ImpressionContext, QueryInfo, UserProfile, VideoStats, _publish_ts,
+                              plain_rate, soft_bucket_matrix, soft_buckets, wilson_lower)
 
 DAY = 86400.0
 T0 = 1785686400.0 - 8 * 3600          # a local (UTC+8) midnight, as the simulator's days start
@@ -154,3 +157,123 @@ def test_training_uses_the_vector_the_learned_ranker_logged(tmp_path):
     d2, s2 = fb.transform([r.context for r in rows])
     assert apply_logged_vectors(rows, fb, d2, s2) == 1
     assert np.allclose(d2[2], dense[2] + 0.25, atol=1e-5) and np.array_equal(d2[3], dense[3])
+
+
+# ---------------------------------------------------------------- the vectorized builder vs the per-candidate definition
+
+def _reference_dense(b: FeatureBuilder, c) -> dict[str, float]:
+    """The features written one candidate at a time, as they were first defined: the oracle the
+    column-wise `FeatureBuilder.columns` (what serving and training call) must reproduce."""
+    def rates(prefix, s, n, prior):
+        out = {}
+        if b.rate_method in ("bayes", "all"):
+            out[f"{prefix}_bayes"] = b.priors[prior].rate(s, n) if prior in b.priors else plain_rate(s, n)
+        if b.rate_method in ("wilson", "all"):
+            out[f"{prefix}_wilson"] = wilson_lower(s, n)
+        if b.rate_method in ("plain", "all"):
+            out[f"{prefix}_plain"] = plain_rate(s, n)
+        return out
+
+    def buckets(name, x, edges=None):
+        return {f"{name}_b{i}": v for i, v in enumerate(soft_buckets(x, edges or b.edges))}
+
+    q, d, f = c.query, c.doc, {}
+    f["q_tokens"] = min(q.n_tokens, 10) / 10
+    f["q_chars"] = min(q.n_chars, 30) / 30
+    for t in ENTITY_TYPES:
+        f[f"q_ent_{t}"] = float(min(q.entity_types.get(t, 0), 2))
+    for name in b.intent_names:
+        f[f"q_intent_{name}"] = float(q.intents.get(name, 0.0))
+    f["v_duration"] = math.log1p(float(d.get("duration_s") or 0)) / 7
+    res = float(d.get("resolution") or 0)
+    f["v_hd"], f["v_fullhd"] = float(res >= 720), float(res >= 1080)
+    pts = _publish_ts(d)
+    age = max(0.0, (c.now_ts - pts) / 86400) if pts is not None else 3650.0
+    f["v_age"] = math.log1p(age) / 8
+    f.update(buckets("v_catalog_plays", float(d.get("play_count") or 0), CATALOG_EDGES))
+    f.update(rates("v_catalog_like", float(d.get("like_count") or 0), float(d.get("play_count") or 0), "catalog_like"))
+    for span, st in (("t1", c.stats.t1), ("rt", c.stats.rt)):
+        imp, clk, vp, lk = (float(st.get(k, 0.0)) for k in COUNTERS)
+        f.update(buckets(f"{span}_imp", imp))
+        f.update(buckets(f"{span}_clk", clk))
+        f.update(rates(f"{span}_ctr", clk, imp, "ctr"))
+        f.update(rates(f"{span}_vpr", vp, clk, "vpr"))
+        f.update(rates(f"{span}_like", lk, clk, "like"))
+    u = c.user or UserProfile()
+    f["u_known"] = float(u.requests > 0)
+    f.update(buckets("u_requests", u.requests))
+    f["u_click_rate"] = (u.clicks + 1) / (u.requests * 10 + 8)
+    f["u_days_idle"] = math.log1p(max(0.0, c.now_ts - u.last_ts) / 86400) / 5 if u.last_ts else 1.0
+    for k in RELEVANCE_KEYS:
+        f[f"rel_{k}"] = float(c.relevance.get(k, 0.0))
+    f["rel_score"] = float(c.relevance_score)
+    for r in ROUTES:
+        s = c.sources.get(r)
+        f[f"src_{r}"] = float(s is not None)
+        f[f"src_{r}_score"] = (math.log1p(max(s, 0.0)) / 6 if r != "vector" else float(s)) if s is not None else 0.0
+    f["src_n"] = float(len(c.sources)) / 3
+    v_artists = list(d.get("artists") or [])
+    hist = max(1, sum(u.artists.values()))
+    f["x_user_artist"] = sum(u.artists.get(a, 0) for a in v_artists) / hist
+    f["x_user_language"] = u.languages.get(str(d.get("language")), 0) / max(1, sum(u.languages.values()))
+    f["x_user_category"] = u.categories.get(str(d.get("category")), 0) / max(1, sum(u.categories.values()))
+    q_art = q.entity_texts.get("artist", [])
+    f["x_query_artist_in_video"] = float(any(a in v_artists for a in q_art)) if q_art else 0.0
+    return f
+
+
+def _random_contexts(n: int, seed: int = 0) -> list[ImpressionContext]:
+    rng = np.random.default_rng(seed)
+    queries = [QueryInfo("周杰伦 晴天", 2, 5, {"artist": 1, "song": 1}, {"artist": ["周杰伦"]}, {"song": 0.7, "artist": 0.3}),
+               QueryInfo("hebe", 1, 4, {}, {}, {})]
+    users = [None, UserProfile(), UserProfile(12, 5, 3, T0 - 3 * DAY, {"周杰伦": 4, "a1": 2}, {"zh": 5}, {"mv": 3, "live": 1})]
+    out = []
+    for i in range(n):
+        counts = []
+        for _ in range(2):     # impressions ≥ clicks ≥ valid plays, likes; expm1(2) sits on a bucket edge
+            imp = float(rng.choice([0, 1, 2, 3, 19, 150, 1e6, math.expm1(2.0)]))
+            clk = float(rng.integers(0, imp + 1)) if imp < 1e5 else 31_000.0
+            counts += [imp, clk, float(rng.integers(0, clk + 1)), float(rng.integers(0, clk + 1))]
+        doc = {"artists": [["周杰伦"], ["a1", "周杰伦"], []][i % 3], "uploader": f"up{i % 5}", "category": ["mv", "live", None][i % 3],
+               "language": ["zh", "en"][i % 2], "duration_s": [0, 61, 3600, None][i % 4], "resolution": [None, 480, 720, 1080][i % 4],
+               "play_count": int(rng.integers(0, 10**7)) if i % 5 else 0, "like_count": int(rng.integers(0, 10**4))}
+        if i % 4 == 0:
+            doc["_fields"] = {"publish_ts": T0 - 400 * DAY}
+        elif i % 4 == 1:
+            doc["publish_time"] = "2023-05-01T00:00:00+08:00"
+        elif i % 4 == 2:
+            doc["_fields"] = {"publish_ts": T0 + DAY}           # published after "now": age 0
+        sources = [{"text": float(rng.random() * 80)}, {"text": 3.0, "vector": 0.83}, {"rewrite": 0.0, "vector": -0.1}, {}][i % 4]
+        rel = {k: float(rng.random()) for k in RELEVANCE_KEYS[: 2 + i % 5]}
+        stats = VideoStats(dict(zip(COUNTERS, counts[:4])), dict(zip(COUNTERS, counts[4:])))
+        out.append(ImpressionContext(queries[i % 2], f"v{i}", doc, rel, float(rng.random()), [None, 0, 2, 3][i % 4], sources, stats,
+                                     users[i % 3], T0))
+    return out
+
+
+@pytest.mark.parametrize("rate_method", ["bayes", "wilson", "plain", "all"])
+def test_column_features_equal_the_per_candidate_definition(rate_method):
+    ctx = _random_contexts(240)
+    fb = FeatureBuilder(rate_method).fit(ctx[:200])
+    fb.priors["ctr"] = BetaPrior(2.0, 40.0)                 # fitted priors may fall back; use a real one
+    dense, sparse = fb.transform(ctx)
+    names = fb.dense_names()
+    ref = np.array([[_reference_dense(fb, c)[n] for n in names] for c in ctx], dtype=np.float32)
+    assert list(_reference_dense(fb, ctx[0])) == names
+    np.testing.assert_allclose(dense, ref, rtol=1e-6, atol=1e-7)
+    ref_sparse = np.array([[fb.vocabs[k].lookup(fb.sparse_raw(c)[k]) for k in fb.vocabs] for c in ctx])
+    assert np.array_equal(sparse, ref_sparse)
+    assert fb.dense_raw(ctx[3]) == pytest.approx(dict(zip(names, dense[3].astype(float))), rel=1e-6, abs=1e-7)
+    # the second batch is served from the per-video cache; a new record for a video is not
+    again_d, again_s = fb.transform(ctx)
+    assert np.array_equal(again_d, dense) and np.array_equal(again_s, sparse)
+    changed = dataclasses.replace(ctx[5], doc={**ctx[5].doc, "duration_s": 999, "resolution": 1080, "play_count": 7})
+    assert fb.dense_raw(changed) == pytest.approx(_reference_dense(fb, changed), rel=1e-6, abs=1e-7)
+    empty_d, empty_s = fb.transform([])
+    assert empty_d.shape == (0, len(names)) and empty_s.shape == (0, len(fb.vocabs))
+
+
+def test_soft_bucket_matrix_matches_soft_buckets():
+    xs = np.array([0, 0.5, 1, math.expm1(1.0), math.expm1(3.5), 7, 1e3, 1e9, -3])
+    m = soft_bucket_matrix(xs, DEFAULT_EDGES)
+    np.testing.assert_allclose(m, [soft_buckets(x, DEFAULT_EDGES) for x in xs], atol=1e-12)

@@ -165,7 +165,9 @@ class Gate(nn.Module):
 
     def forward(self, x: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
         w = torch.softmax(self.net(x), dim=-1)              # [B, N]
-        return torch.einsum("bn,bnh->bh", w, experts)
+        # a weighted sum, not einsum: einsum lowers to a batched matmul of B tiny matrices, which
+        # alone took ~0.3 ms of a 500-candidate MMoE forward on CPU
+        return (w.unsqueeze(-1) * experts).sum(dim=1)
 
 
 class TaskHeads(nn.Module):
