@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ import torch
 
 from search.contracts import StageInput, StageOutput
 
-from .feature_store import BehaviourState
+from .feature_store import BehaviourState, frozen_profile
 from .features import FeatureBuilder, ImpressionContext, QueryInfo, VideoStats
 from .models import InputSchema, RankingModel, build_model
 
@@ -107,13 +108,31 @@ class LearnedRanker:
             self.load_warning = (f"ranking model {self.model_path} not found; kept the previous stage's order "
                                  "(train one with `mvsearch ranking train`)")
             log.warning(self.load_warning)
+        self._lock = threading.Lock()
         fs = c.get("feature_store", "")
         self.state = BehaviourState.load(fs) if fs and Path(fs).exists() else BehaviourState()
         self.feature_store_missing = bool(fs) and not Path(fs).exists()
 
+    # -- live behaviour: the serving loop reports each request's outcomes after it was served --
+    def observe(self, user_id: str | None, ts: float, outcomes: list[dict[str, Any]], docs: dict[str, dict[str, Any]]) -> None:
+        """Real-time counters and user history move with every request's outcomes (video_id,
+        clicked, valid_play, liked); the next request's features see them, this one's did not."""
+        with self._lock:
+            self.state.record(user_id, ts, outcomes, docs)
+
+    def reset_behaviour(self, state: BehaviourState | None = None) -> None:
+        """Start from `state` (default: nothing observed), e.g. when a simulation begins a new world."""
+        with self._lock:
+            self.state = state or BehaviourState()
+
     def contexts(self, inp: StageInput, cands: list[Any]) -> list[ImpressionContext]:
+        with self._lock:
+            self.state.advance_to(inp.now_ts)      # a new day: yesterday's real-time counters are T+1 now
+            return self._contexts(inp, cands)
+
+    def _contexts(self, inp: StageInput, cands: list[Any]) -> list[ImpressionContext]:
         q = QueryInfo.from_understood(inp.query)
-        user = self.state.profile(inp.user_id)
+        user = frozen_profile(self.state.profile(inp.user_id))
         now, st = inp.now_ts, self.state
         if not (st.t1 or st.rt):
             none = VideoStats()        # nothing observed yet: one shared empty record

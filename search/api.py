@@ -7,6 +7,8 @@ never passed to a query parser); an unreachable engine → 503 with the reason.
 from __future__ import annotations
 
 import logging
+import time
+import uuid
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -16,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from .engines.base import EngineUnavailable
 from .pipeline import SearchPipeline, SearchRequest
+from .serve_log import ServeLog, is_valid_play
 
 log = logging.getLogger("mvsearch.api")
 
@@ -69,6 +72,7 @@ class VideoHit(BaseModel):
 
 
 class SearchResponse(BaseModel):
+    request_id: str = Field(description="quote it in POST /events when the user clicks or plays a result")
     query: QueryInfo
     total: int
     page: int
@@ -79,6 +83,28 @@ class SearchResponse(BaseModel):
     index_version: str
     engine: str
     stages: dict[str, Any] | None = None
+
+
+class Outcome(BaseModel):
+    video_id: str = Field(max_length=128)
+    clicked: bool = False
+    play_time_s: float = Field(0.0, ge=0, le=86400)
+    liked: bool = False
+    shared: bool = False
+    followed: bool = False
+
+
+class EventsRequest(BaseModel):
+    request_id: str = Field(max_length=64, description="the request_id of the /search response the user acted on")
+    user_id: str | None = Field(None, max_length=128)
+    ts: float | None = Field(None, description="when it happened (epoch seconds); default: now")
+    outcomes: list[Outcome] = Field(min_length=1, max_length=100)
+
+
+class EventsResponse(BaseModel):
+    accepted: int
+    logged: bool = Field(description="written to the serve log's events.jsonl ([search] serve_log)")
+    stages_updated: int = Field(description="ranking stages whose real-time counters / user history took the events")
 
 
 class Video(BaseModel):
@@ -96,6 +122,9 @@ def create_app(pipeline: SearchPipeline) -> FastAPI:
     app = FastAPI(title="mvsearch", version="0.1.0",
                   description="Music-video search: query understanding → recall → relevance → ranking → rerank.")
     app.state.pipeline = pipeline
+    log_dir = pipeline.config.get("search", {}).get("serve_log") or ""
+    serve_log = ServeLog(log_dir) if log_dir else None
+    app.state.serve_log = serve_log
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -125,8 +154,31 @@ def create_app(pipeline: SearchPipeline) -> FastAPI:
             raise HTTPException(400, f"size must be at most {cfg.get('max_page_size', 50)}")
         if page * size > int(cfg.get("max_results", 1000)):
             raise HTTPException(400, f"page*size must be at most {cfg.get('max_results', 1000)}; refine the query instead of paging deeper")
-        res = pipeline.search(SearchRequest(q, user_id, page, size, explain))
-        return to_response(res, explain)
+        req = SearchRequest(q, user_id, page, size, explain)
+        res = pipeline.search(req)
+        request_id = uuid.uuid4().hex
+        if serve_log is not None and res.hits:
+            ranking = pipeline.stages.get("ranking")
+            serve_log.served(request_id, pipeline.now(req), user_id, res.query.normalized, res.hits, (page - 1) * size + 1,
+                             getattr(ranking, "name", "none"))
+        return to_response(res, explain, request_id)
+
+    @app.post("/events", response_model=EventsResponse)
+    def events(body: EventsRequest) -> EventsResponse:
+        """What the user did with a served page. The valid-play flag is derived here (SPEC:
+        play time ≥ min(30 s, half the video)); the ranker's real-time counters and the user's
+        history take the events at once, and the serve log keeps them for training."""
+        ts = body.ts if body.ts is not None else time.time()
+        docs = pipeline.engine.get_docs([o.video_id for o in body.outcomes])
+        missing = sorted({o.video_id for o in body.outcomes} - set(docs))
+        if missing:
+            raise HTTPException(404, f"unknown video_id(s): {missing[:5]}")
+        outs = [{**o.model_dump(), "valid_play": o.clicked and is_valid_play(o.play_time_s, float(docs[o.video_id].get("duration_s") or 0))}
+                for o in body.outcomes]
+        if serve_log is not None:
+            serve_log.events(body.request_id, body.user_id, ts, outs)
+        n = pipeline.observe(body.user_id, ts, outs)
+        return EventsResponse(accepted=len(outs), logged=serve_log is not None, stages_updated=n)
 
     @app.get("/videos/{video_id}", response_model=Video)
     def video(video_id: str) -> Video:
@@ -153,7 +205,7 @@ def create_app(pipeline: SearchPipeline) -> FastAPI:
     return app
 
 
-def to_response(res, explain: bool) -> SearchResponse:
+def to_response(res, explain: bool, request_id: str = "") -> SearchResponse:
     q = res.query
     hits = []
     for i, c in enumerate(res.hits):
@@ -165,6 +217,7 @@ def to_response(res, explain: bool) -> SearchResponse:
             play_count=int(d.get("play_count", 0)), score=c.rank_score, relevance_score=c.relevance_score, relevance_grade=c.grade,
             sources=sorted(c.sources), explain=c.explain if explain else None))
     return SearchResponse(
+        request_id=request_id or uuid.uuid4().hex,
         query=QueryInfo(raw=q.raw, normalized=q.normalized, tokens=[Token(text=t.text, weight=t.weight, entity_type=t.entity_type) for t in q.tokens],
                         entities=[EntityInfo(**e.__dict__) for e in q.entities], intents=q.intents,
                         corrections=[c.__dict__ for c in q.corrections], rewrites=q.rewrites),

@@ -279,6 +279,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                              quiet=True, config=args.config, engine="embedded", index_dir=str(d / "index"),
                                              es_url=None, es_index=None))
         overrides["understanding"] = {"params": {"ner_model": str(ner_model)}}
+    # the demo service keeps its search log (shown results with snapshots + POST /events) for `mvsearch logs join`
+    overrides["search"] = {"serve_log": str(d / "serve_log")}
     if args.no_serve:
         return 0
     ns = argparse.Namespace(config=args.config, engine="embedded", index_dir=str(d / "index"), es_url=None, es_index=None,
@@ -390,6 +392,40 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_online(args: argparse.Namespace) -> int:
+    from .atomic import write_text_atomic
+    from .simulate.online import compare_online, online_table
+
+    runs = {}
+    for spec in args.runs:
+        name, sep, path = spec.partition("=")
+        if not sep or not (Path(path) / "logs" / "impressions.jsonl").exists():
+            print(f"error: --runs takes NAME=DIR with DIR a simulation output (DIR/logs/impressions.jsonl); got {spec!r}", file=sys.stderr)
+            return 2
+        runs[name] = path
+    res = compare_online(runs, args.skip_days)
+    print(online_table(res))
+    if args.out:
+        write_text_atomic(args.out, json.dumps(res, indent=1, ensure_ascii=False))
+        print(f"→ {args.out}")
+    return 0
+
+
+def cmd_logs_join(args: argparse.Namespace) -> int:
+    """The service's serve log + events → the SPEC impression log that ranking training reads."""
+    from .serve_log import join_logs
+
+    try:
+        js = join_logs(args.log_dir, args.out, args.validation_days, args.test_days)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{js.requests} requests, {js.impressions} impressions, {js.clicks} clicks; "
+          f"{js.events_without_impression} events matched no served result; splits {js.splits}")
+    print(f"→ {Path(args.out) / 'logs' / 'impressions.jsonl'}  (mvsearch ranking train --logs {args.out} …)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mvsearch", description="music-video search engine")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -456,6 +492,12 @@ def build_parser() -> argparse.ArgumentParser:
     _engine_args(eq)
     eq.set_defaults(func=cmd_eval_qu)
 
+    eo = ev.add_parser("online", help="A/B in simulation: CTR, valid plays, satisfaction, hidden grades of the same world served by several pipelines")
+    eo.add_argument("--runs", nargs="+", required=True, metavar="NAME=DIR", help="simulation outputs (mvsearch simulate --config ARM.toml); the first is the baseline")
+    eo.add_argument("--skip-days", type=int, default=0, help="warm-up days left out (counters and histories start empty)")
+    eo.add_argument("--out", help="also write the figures as JSON")
+    eo.set_defaults(func=cmd_eval_online)
+
     d = sub.add_parser("demo", help="build the demo catalog + embedded index if missing, then serve")
     d.add_argument("--dir", default=str(DEFAULT_DEMO_DIR))
     d.add_argument("--size", type=int, default=20_000)
@@ -511,6 +553,14 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--quiet", action="store_true")
     _engine_args(sm)
     sm.set_defaults(func=cmd_simulate)
+
+    lg = sub.add_parser("logs", help="the service's search log").add_subparsers(dest="sub", required=True)
+    lj = lg.add_parser("join", help="serve.jsonl + events.jsonl ([search] serve_log) → OUT/logs/impressions.jsonl, split by day")
+    lj.add_argument("--log-dir", required=True, help="the [search] serve_log directory")
+    lj.add_argument("--out", required=True)
+    lj.add_argument("--validation-days", type=int, default=1)
+    lj.add_argument("--test-days", type=int, default=1)
+    lj.set_defaults(func=cmd_logs_join)
 
     es = sub.add_parser("es", help="local Elasticsearch for tests/dev: start | stop | fetch (see search/es_local.py)", add_help=False)
     es.set_defaults(func=None)

@@ -7,6 +7,7 @@ instead of failing.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -154,6 +155,19 @@ class SearchRequest:
 
 
 @dataclass
+class Retrieval:
+    """What `SearchPipeline.retrieve` found for a query: relevance-scored candidates, before ranking."""
+    query: UnderstoodQuery
+    candidates: list[Candidate]
+    stages: dict[str, Any]
+    warnings: list[str]
+    rewrite_terms: list[list[str]]
+    now_ts: float
+    took_ms: float = 0.0
+    empty: bool = False
+
+
+@dataclass
 class SearchResult:
     query: UnderstoodQuery
     total: int
@@ -243,15 +257,21 @@ class SearchPipeline:
         return st.run(QueryInput(text, user_id))
 
     def search(self, req: SearchRequest) -> SearchResult:
+        return self.order(self.retrieve(req), req)
+
+    def retrieve(self, req: SearchRequest) -> Retrieval:
+        """The query-level half: understanding, recall and relevance. Its result depends on the
+        query text and the time only, never on the user, so it can be reused for several requests
+        (the log simulator does); `order` then ranks it for one request."""
         t0 = time.perf_counter()
-        now_ts = req.now_ts or self.reference_ts or datetime.now(timezone.utc).timestamp()
+        now_ts = self.now(req)
         warnings = list(self.startup_warnings)
         stages: dict[str, Any] = {}
         q = self.understand(req.q, req.user_id)
         stages["understanding"] = q.explain
         if not q.terms:
-            return SearchResult(q, 0, req.page, req.size, [], warnings + ["query has no searchable terms after normalization"],
-                                stages, round((time.perf_counter() - t0) * 1000, 2), self.manifest["version_name"], self.engine.name)
+            return Retrieval(q, [], stages, warnings + ["query has no searchable terms after normalization"], [], now_ts,
+                             (time.perf_counter() - t0) * 1000, empty=True)
         rec = self.recall.run(RecallInput(q, now_ts, req.user_id))
         stages["recall"] = rec.explain
         cands = rec.candidates
@@ -262,7 +282,30 @@ class SearchPipeline:
             c.explain["recall"] = {"sources": dict(c.sources), "recall_score": round(c.recall_score, 4)}
         rewrites = rec.explain.get("routes", {}).get("rewrite", {}).get("rewrites", [])
         rw_terms = [self.tokenizer.tokenize(r) for r in rewrites]
-        for kind in ("relevance", "ranking", "rerank"):
+        cands = self._run_stages(("relevance",), q, cands, req.user_id, now_ts, rw_terms, stages, warnings)
+        return Retrieval(q, cands, stages, warnings, rw_terms, now_ts, (time.perf_counter() - t0) * 1000)
+
+    def order(self, r: Retrieval, req: SearchRequest, reuse: bool = False) -> SearchResult:
+        """The request-level half: ranking (which may use the user and live counters), rerank and
+        the page. `reuse=True` works on copies, so `r` can be ordered again for another request."""
+        t0 = time.perf_counter()
+        stages, warnings = dict(r.stages), list(r.warnings)
+        took = lambda: round(r.took_ms + (time.perf_counter() - t0) * 1000, 2)  # noqa: E731
+        if r.empty:
+            return SearchResult(r.query, 0, req.page, req.size, [], warnings, stages, took(), self.manifest["version_name"], self.engine.name)
+        cands = [dataclasses.replace(c, explain=dict(c.explain)) for c in r.candidates] if reuse else r.candidates
+        now_ts = req.now_ts if (reuse and req.now_ts) else r.now_ts
+        cands = self._run_stages(("ranking", "rerank"), r.query, cands, req.user_id, now_ts, r.rewrite_terms, stages, warnings)
+        max_results = int(self.config.get("search", {}).get("max_results", 1000))
+        cands = cands[:max_results]
+        start = (req.page - 1) * req.size
+        page = cands[start : start + req.size]
+        return SearchResult(r.query, len(cands), req.page, req.size, page, warnings, stages, took(),
+                            self.manifest["version_name"], self.engine.name)
+
+    def _run_stages(self, kinds: tuple[str, ...], q: UnderstoodQuery, cands: list[Candidate], user_id: str | None, now_ts: float,
+                    rw_terms: list[list[str]], stages: dict[str, Any], warnings: list[str]) -> list[Candidate]:
+        for kind in kinds:
             if kind == "rerank" and ("ranking" not in self.stages or "failed" in stages.get("ranking", {})):
                 # No ranker: the previous stage's order is relevance (or recall) order.
                 rel_ok = "relevance" in self.stages and "failed" not in stages.get("relevance", {})
@@ -274,7 +317,7 @@ class SearchPipeline:
                 stages[kind] = {"skipped": "disabled in config"}
                 continue
             try:
-                out: StageOutput = st.run(StageInput(q, cands, req.user_id, now_ts, rw_terms))
+                out: StageOutput = st.run(StageInput(q, cands, user_id, now_ts, rw_terms))
                 cands = out.candidates
                 stages[kind] = out.explain
                 warnings.extend(out.warnings)
@@ -282,12 +325,24 @@ class SearchPipeline:
                 log.exception("stage %s failed", kind)
                 warnings.append(f"{kind} stage {getattr(st, 'name', kind)!r} failed ({type(e).__name__}: {e}); previous order kept")
                 stages[kind] = {"failed": str(e)}
-        max_results = int(self.config.get("search", {}).get("max_results", 1000))
-        cands = cands[:max_results]
-        start = (req.page - 1) * req.size
-        page = cands[start : start + req.size]
-        return SearchResult(q, len(cands), req.page, req.size, page, warnings, stages,
-                            round((time.perf_counter() - t0) * 1000, 2), self.manifest["version_name"], self.engine.name)
+        return cands
+
+    def now(self, req: SearchRequest) -> float:
+        return req.now_ts or self.reference_ts or datetime.now(timezone.utc).timestamp()
+
+    # -- behaviour feedback: real-time counters and user history for the stages that keep them --
+    def behaviour_stages(self) -> list[Any]:
+        return [st for st in self.stages.values() if callable(getattr(st, "observe", None))]
+
+    def observe(self, user_id: str | None, ts: float, outcomes: list[dict[str, Any]]) -> int:
+        """Feed one request's outcomes (video_id, clicked, valid_play, liked) to every stage that
+        keeps behaviour state; a later request sees them. Returns how many stages took them."""
+        takers = self.behaviour_stages()
+        if takers:
+            docs = self.engine.get_docs([o["video_id"] for o in outcomes])
+            for st in takers:
+                st.observe(user_id, ts, outcomes, docs)
+        return len(takers)
 
     def health(self) -> dict[str, Any]:
         h = self.engine.health()

@@ -4,6 +4,7 @@ and behaviour follows the click model. Logs, T+1 aggregates, real-time counters,
 time, and judged sets are written to one output directory."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -11,7 +12,7 @@ import shutil
 import tempfile
 import time
 import tomllib
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,7 +22,8 @@ from query_understanding.normalize import normalize
 from search.catalog import read_catalog
 from search.config import _merge
 from search.kb import load_kb
-from search.pipeline import SearchPipeline, SearchRequest
+from search.pipeline import Retrieval, SearchPipeline, SearchRequest
+from search.serve_log import impression_snapshot
 
 from .behaviour import ClickModel
 from .population import make_population
@@ -147,9 +149,39 @@ def simulate(catalog: str | Path, out: str | Path, pipeline: SearchPipeline, cfg
         qvday_f = open(w.path("aggregates/query_video_daily.jsonl"), "w", encoding="utf-8")
         page = int(cfg["page_size"])
         ranker = summ_ranker(pipeline)
+        # A ranker that keeps behaviour state (the learned one: real-time counters, user history)
+        # is served per request with the user, and hears each request's outcomes; it starts
+        # this world with nothing observed, like the simulator's own counters.
+        stateful = bool(pipeline.behaviour_stages())
+        if stateful and cfg.get("reset_ranker_state", True):
+            for st in pipeline.behaviour_stages():
+                st.reset_behaviour()
+        retrievals: OrderedDict[tuple[str, int], Retrieval] = OrderedDict()
+        retrieval_cap = int(cfg.get("retrieval_cache", 3000))
+        rank_window = int(cfg.get("rank_candidates", 200))
 
         def week_now(day: int) -> float:
             return _ts(start + timedelta(days=(day // 7) * 7))
+
+        def retrieval(query: str, day: int) -> Retrieval:
+            key = (normalize(query), day // 7)
+            r = retrievals.get(key)
+            if r is None:
+                r = retrievals[key] = _retrieve(pipeline, key[0], week_now(day), rank_window)
+                summ.pipeline_calls += 1
+                while len(retrievals) > retrieval_cap:
+                    retrievals.popitem(last=False)
+            else:
+                retrievals.move_to_end(key)
+            return r
+
+        def serve_user(query: str, ts: float, day: int, user_id: str) -> list[dict[str, Any]]:
+            # Query-level work (understanding, recall, relevance) is shared for a week as below;
+            # ranking and rerank run for this user at this moment, on the videos that exist now.
+            r = retrieval(query, day)
+            alive = dataclasses.replace(r, candidates=[c for c in r.candidates if videos[c.video_id]["_publish_ts"] <= ts])
+            res = pipeline.order(alive, SearchRequest(r.query.normalized, user_id, 1, page, now_ts=ts), reuse=True)
+            return [_hit(c) for c in res.hits]
 
         def serve(query: str, ts: float, day: int) -> list[dict[str, Any]]:
             # The baseline ranker has no per-user state and changes slowly with time
@@ -165,10 +197,21 @@ def simulate(catalog: str | Path, out: str | Path, pipeline: SearchPipeline, cfg
 
         def prefetch(queries: list[str], day: int) -> None:
             """Serve the day's first queries through the worker processes in one batch."""
-            todo = sorted({normalize(q) for q in queries} - {k[0] for k in cache if k[1] == day // 7})
+            have = retrievals if stateful else cache
+            todo = sorted({normalize(q) for q in queries} - {k[0] for k in have if k[1] == day // 7})
             if pool is None or len(todo) < int(cfg.get("prefetch_min", 32)):
                 return
             now = week_now(day)
+            if stateful:
+                for q, r in zip(todo, pool.map(_worker_retrieve, [(q, now, rank_window) for q in todo], chunksize=8)):
+                    docs = pipeline.engine.get_docs([c.video_id for c in r.candidates])
+                    for c in r.candidates:
+                        c.doc = docs.get(c.video_id)
+                    retrievals[(q, day // 7)] = r
+                while len(retrievals) > retrieval_cap:
+                    retrievals.popitem(last=False)
+                summ.pipeline_calls += len(todo)
+                return
             for q, hits in zip(todo, pool.map(_worker_serve, [(q, now, 3 * page) for q in todo], chunksize=8)):
                 cache[(q, day // 7)] = hits
             summ.pipeline_calls += len(todo)
@@ -197,10 +240,11 @@ def simulate(catalog: str | Path, out: str | Path, pipeline: SearchPipeline, cfg
                     sid = f"s{sess_seq:08d}"
                     summ.sessions += 1
                     queries_done: list[dict[str, Any]] = []
-                    ts = _ts(day_start) + sec
+                    ts = round(_ts(day_start) + sec, 3)     # as logged: serving and replay see the same moment
                     query, noise_kind = typed, kind
                     for qi in range(int(cfg["sessions"]["max_queries"])):
-                        hits = serve(query, ts, day)
+                        hits = serve_user(query, ts, day, u.user_id) if stateful else serve(query, ts, day)
+                        outcomes = []
                         rid = f"{sid}-{qi}"
                         summ.requests += 1
                         summ.noisy_queries += 1 if noise_kind else 0
@@ -224,6 +268,7 @@ def simulate(catalog: str | Path, out: str | Path, pipeline: SearchPipeline, cfg
                                    "shared": o.shared, "followed": o.followed, "valid_play": o.valid_play, "session_id": sid,
                                    "split": split_of(day), "features": snap}
                             imp_f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                            outcomes.append({"video_id": vid, "clicked": o.clicked, "valid_play": o.valid_play, "liked": o.liked})
                             rt[vid][0] += 1
                             rt[vid][1] += int(o.clicked)
                             rt[vid][2] += int(o.valid_play)
@@ -239,6 +284,8 @@ def simulate(catalog: str | Path, out: str | Path, pipeline: SearchPipeline, cfg
                             grade_imp[g] += 1
                             grade_clk[g] += int(o.clicked)
                             satisfied = satisfied or (o.valid_play and g >= 2)
+                        if stateful and outcomes:   # an empty page leaves no impression, so no trace to replay
+                            pipeline.observe(u.user_id, ts, outcomes)
                         queries_done.append({"query": query, "request_id": rid, "ts": round(ts, 3), "noise": noise_kind,
                                              "satisfied": satisfied})
                         if satisfied:
@@ -255,7 +302,7 @@ def simulate(catalog: str | Path, out: str | Path, pipeline: SearchPipeline, cfg
                         else:
                             break
                         summ.reformulations += 1
-                        ts += rng.uniform(5, 60)
+                        ts = round(ts + rng.uniform(5, 60), 3)
                     ses_f.write(json.dumps({"session_id": sid, "user_id": u.user_id, "day": day, "queries": queries_done},
                                            ensure_ascii=False) + "\n")
                 # T+1: today's counters become tomorrow's daily statistics.
@@ -310,12 +357,24 @@ def simulate(catalog: str | Path, out: str | Path, pipeline: SearchPipeline, cfg
     return summ
 
 
+def _hit(c: Any) -> dict[str, Any]:
+    """A shown candidate as the impression log's snapshot holds it (the service's serve log writes the same)."""
+    return {"video_id": c.video_id, **impression_snapshot(c, "")}
+
+
 def _serve_hits(pipeline: SearchPipeline, query: str, now_ts: float, size: int) -> list[dict[str, Any]]:
     res = pipeline.search(SearchRequest(query, None, 1, size, now_ts=now_ts))
-    return [{"video_id": c.video_id, "rank_score": round(c.rank_score, 6),
-             "rank_features": {k: round(v, 6) for k, v in c.rank_features.items()},
-             "relevance": {k: round(v, 6) for k, v in c.relevance.items()}, "relevance_score": round(c.relevance_score, 6),
-             "grade_pred": c.grade, "sources": c.sources} for c in res.hits]
+    return [_hit(c) for c in res.hits]
+
+
+def _retrieve(pipeline: SearchPipeline, query: str, now_ts: float, window: int) -> Retrieval:
+    """The query-level half, kept small: the top `window` candidates by relevance, without the
+    per-stage explain (the simulator never shows it)."""
+    r = pipeline.retrieve(SearchRequest(query, None, 1, 10, now_ts=now_ts))
+    top = sorted(r.candidates, key=lambda c: -c.relevance_score)[:window] if len(r.candidates) > window else r.candidates
+    for c in top:
+        c.explain = {}
+    return dataclasses.replace(r, candidates=top, stages={})
 
 
 _WORKER_PIPELINE: SearchPipeline | None = None
@@ -329,6 +388,14 @@ def _worker_init(config: dict[str, Any]) -> None:
 def _worker_serve(args: tuple[str, float, int]) -> list[dict[str, Any]]:
     assert _WORKER_PIPELINE is not None
     return _serve_hits(_WORKER_PIPELINE, *args)
+
+
+def _worker_retrieve(args: tuple[str, float, int]) -> Retrieval:
+    assert _WORKER_PIPELINE is not None
+    r = _retrieve(_WORKER_PIPELINE, *args)
+    for c in r.candidates:      # the main process has the same doc store: do not pickle records
+        c.doc = None
+    return r
 
 
 def summ_ranker(pipeline: SearchPipeline) -> str:
