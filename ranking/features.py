@@ -321,24 +321,6 @@ class FeatureBuilder:
     # Serving scores up to 500 candidates per request within a few milliseconds, so features are
     # computed column-wise over the whole batch: one Python pass gathers the raw numbers, then
     # numpy does the smoothing, bucketing and affinities. Training calls the same `transform`.
-    def _rate_cols(self, prefix: str, s: np.ndarray, n: np.ndarray, prior: str) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        if self.rate_method in ("bayes", "all"):
-            if prior in self.priors:
-                p = self.priors[prior]
-                out[f"{prefix}_bayes"] = (s + p.alpha) / (n + p.alpha + p.beta)
-            else:
-                out[f"{prefix}_bayes"] = _plain_rates(s, n)
-        if self.rate_method in ("wilson", "all"):
-            out[f"{prefix}_wilson"] = _wilson_rates(s, n)
-        if self.rate_method in ("plain", "all"):
-            out[f"{prefix}_plain"] = _plain_rates(s, n)
-        return out
-
-    def _bucket_cols(self, name: str, x: np.ndarray, edges: list[float] | None = None) -> dict[str, np.ndarray]:
-        b = soft_bucket_matrix(x, edges or self.edges)
-        return {f"{name}_b{i}": b[:, i] for i in range(b.shape[1])}
-
     def _doc_part(self, vid: str, d: dict[str, Any]) -> tuple:
         e = self._doc_cache.get(vid)
         if e is not None and e[0] is d:
@@ -426,8 +408,47 @@ class FeatureBuilder:
         """Every dense feature as a column over the batch, in schema order."""
         return self._columns(self._gather(contexts)[0], contexts)
 
+    def _rate_block(self, succ: np.ndarray, trials: np.ndarray, priors: list[str]) -> list[dict[str, np.ndarray]]:
+        """All rates of the batch in one pass: column j of succ/trials → {method suffix: rates}."""
+        out: dict[str, np.ndarray] = {}
+        if self.rate_method in ("bayes", "all"):
+            a = np.array([self.priors[p].alpha if p in self.priors else 0.0 for p in priors])
+            b = np.array([self.priors[p].beta if p in self.priors else 0.0 for p in priors])
+            with np.errstate(divide="ignore", invalid="ignore"):     # columns without a prior are replaced below
+                bayes = (succ + a) / (trials + a + b)
+            plain = [j for j, p in enumerate(priors) if p not in self.priors]
+            if plain:
+                bayes[:, plain] = _plain_rates(succ[:, plain], trials[:, plain])
+            out["bayes"] = bayes
+        if self.rate_method in ("wilson", "all"):
+            out["wilson"] = _wilson_rates(succ, trials)
+        if self.rate_method in ("plain", "all"):
+            out["plain"] = _plain_rates(succ, trials)
+        return [{m: v[:, j] for m, v in out.items()} for j in range(len(priors))]
+
     def _columns(self, col: dict[str, np.ndarray], contexts: list[ImpressionContext]) -> dict[str, np.ndarray]:
         n = len(contexts)
+        # the counts that share the default bucket edges are bucketed together, all rates in one pass
+        counts = np.stack([col["t1_impressions"], col["t1_clicks"], col["rt_impressions"], col["rt_clicks"], col["u_requests"]], axis=1)
+        cb = soft_bucket_matrix(counts.reshape(-1), self.edges).reshape(n, 5, len(self.edges))
+        buckets = {name: cb[:, j] for j, name in enumerate(["t1_imp", "t1_clk", "rt_imp", "rt_clk", "u_requests"])}
+        specs = [("v_catalog_like", "like_count", "play_count", "catalog_like")] + [
+            (f"{sp}_{name}", f"{sp}_{succ}", f"{sp}_{trials}", prior) for sp in ("t1", "rt")
+            for name, succ, trials, prior in (("ctr", "clicks", "impressions", "ctr"), ("vpr", "valid_plays", "clicks", "vpr"),
+                                              ("like", "likes", "clicks", "like"))]
+        rate_cols = self._rate_block(np.stack([col[x[1]] for x in specs], axis=1), np.stack([col[x[2]] for x in specs], axis=1),
+                                     [x[3] for x in specs])
+        rates = {x[0]: r for x, r in zip(specs, rate_cols)}
+
+        def put_buckets(name: str, m: np.ndarray) -> None:
+            for i in range(m.shape[1]):
+                f[f"{name}_b{i}"] = m[:, i]
+
+        def put_rates(prefix: str) -> None:
+            for method in ("bayes", "wilson", "plain"):
+                if method in rates[prefix]:
+                    f[f"{prefix}_{method}"] = rates[prefix][method]
+
         f: dict[str, np.ndarray] = {}
         # query
         f["q_tokens"] = np.minimum(col["q_tokens"], 10) / 10
@@ -441,20 +462,18 @@ class FeatureBuilder:
         f["v_hd"], f["v_fullhd"] = (col["resolution"] >= 720).astype(np.float64), (col["resolution"] >= 1080).astype(np.float64)
         age = np.where(np.isnan(col["publish_ts"]), 3650.0, np.maximum(0.0, (col["now_ts"] - col["publish_ts"]) / 86400))
         f["v_age"] = np.log1p(age) / 8
-        f.update(self._bucket_cols("v_catalog_plays", col["play_count"], CATALOG_EDGES))
-        f.update(self._rate_cols("v_catalog_like", col["like_count"], col["play_count"], "catalog_like"))
+        put_buckets("v_catalog_plays", soft_bucket_matrix(col["play_count"], CATALOG_EDGES))
+        put_rates("v_catalog_like")
         # video: T+1 and real-time behaviour
         for span in ("t1", "rt"):
-            imp, clk, vp, lk = (col[f"{span}_{k}"] for k in COUNTERS)
-            f.update(self._bucket_cols(f"{span}_imp", imp))
-            f.update(self._bucket_cols(f"{span}_clk", clk))
-            f.update(self._rate_cols(f"{span}_ctr", clk, imp, "ctr"))
-            f.update(self._rate_cols(f"{span}_vpr", vp, clk, "vpr"))
-            f.update(self._rate_cols(f"{span}_like", lk, clk, "like"))
+            put_buckets(f"{span}_imp", buckets[f"{span}_imp"])
+            put_buckets(f"{span}_clk", buckets[f"{span}_clk"])
+            for r in ("ctr", "vpr", "like"):
+                put_rates(f"{span}_{r}")
         # user
         req = col["u_requests"]
         f["u_known"] = (req > 0).astype(np.float64)
-        f.update(self._bucket_cols("u_requests", req))
+        put_buckets("u_requests", buckets["u_requests"])
         f["u_click_rate"] = (col["u_clicks"] + 1) / (req * 10 + 8)    # per shown slot, mildly smoothed
         idle = col["now_ts"] - col["u_last_ts"]        # NaN: never seen
         f["u_days_idle"] = np.where(np.isnan(idle), 1.0, np.log1p(np.maximum(0.0, np.nan_to_num(idle)) / 86400) / 5)

@@ -102,3 +102,21 @@ def test_bad_config_errors():
         build_model("xgboost", schema)
     with pytest.raises(ValueError, match="weighting"):
         train_model(build_model("mmoe", schema), data, data, TrainConfig(weighting="magic", epochs=1))
+
+
+@pytest.mark.parametrize("hidden", [[16], [16, 8]])
+def test_fused_experts_at_inference_equal_the_expert_mlps(hidden):
+    from ranking.models.layers import Experts
+
+    torch.manual_seed(0)
+    ex = Experts(12, 3, hidden, dropout=0.1)
+    x = torch.randn(50, 12)
+    ex.eval()
+    ref = torch.stack([e(x) for e in ex.experts], dim=1)
+    with torch.no_grad():
+        fused = ex(x)
+        assert torch.allclose(fused, ref, atol=1e-6) and fused.shape == (50, 3, hidden[-1])
+        ex.experts[1][0].weight.add_(1.0)                      # new weights: the cache must not serve the old ones
+        assert torch.allclose(ex(x), torch.stack([e(x) for e in ex.experts], dim=1), atol=1e-6)
+    ex.train()
+    assert ex(x).requires_grad                                 # training keeps the per-expert path

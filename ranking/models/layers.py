@@ -144,15 +144,33 @@ class PositionTower(nn.Module):
 
 
 class Experts(nn.Module):
-    """N expert MLPs on the same input → [B, N, H]."""
+    """N expert MLPs on the same input → [B, N, H].
+
+    At inference the experts' first layers run as ONE matmul (their weights concatenated), with
+    one ReLU, instead of N small ones: for 500 candidates that is most of an MMoE forward. The
+    concatenated weights are cached against the parameters' versions, so loading or training
+    new weights is picked up."""
 
     def __init__(self, in_dim: int, n: int, hidden: Sequence[int], dropout: float = 0.0):
         super().__init__()
         self.experts = nn.ModuleList(mlp(in_dim, hidden, dropout) for _ in range(n))
         self.out_dim = mlp_out_dim(in_dim, hidden)
+        self._fused: tuple[tuple[int, ...], torch.Tensor, torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([e(x) for e in self.experts], dim=1)
+        if self.training or torch.is_grad_enabled() or not self.experts or len(self.experts[0]) < 2:
+            return torch.stack([e(x) for e in self.experts], dim=1)
+        firsts = [e[0] for e in self.experts]
+        key = tuple(t._version for f in firsts for t in (f.weight, f.bias)) + tuple(id(f.weight) for f in firsts)
+        if self._fused is None or self._fused[0] != key:
+            self._fused = (key, torch.cat([f.weight for f in firsts]).t().contiguous(), torch.cat([f.bias for f in firsts]))
+        _, w, b = self._fused
+        h = torch.relu(torch.addmm(b, x, w))                          # [B, N·H1]; every mlp layer is Linear → ReLU
+        n, h1 = len(self.experts), firsts[0].out_features
+        rest = [e[2:] for e in self.experts]                          # dropout is a no-op here; deeper layers per expert
+        if all(len(r) == 0 or all(isinstance(m, nn.Dropout) for m in r) for r in rest):
+            return h.view(x.shape[0], n, h1)
+        return torch.stack([r(p) for r, p in zip(rest, h.split(h1, dim=1))], dim=1)
 
 
 class Gate(nn.Module):

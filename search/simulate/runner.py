@@ -104,6 +104,10 @@ def simulate(catalog: str | Path, out: str | Path, pipeline: SearchPipeline, cfg
 
     t0 = time.time()
     rng = random.Random(int(cfg["seed"]))
+    # common random numbers (for A/B arms): who searches what each day comes from `rng` alone, and
+    # clicks / reformulations from their own stream, so the same sessions reach every arm whatever
+    # each arm showed. Off by default: it would change the worlds already simulated with one stream.
+    brng = random.Random(int(cfg["seed"]) * 1_000_003 + 1) if cfg.get("common_random_numbers") else rng
     kb = load_kb()
     videos_list, report = read_catalog(catalog)
     videos = {v.video_id: {**v.model_dump(mode="json"), "_publish_ts": v.publish_ts} for v in videos_list}
@@ -257,7 +261,7 @@ def simulate(catalog: str | Path, out: str | Path, pipeline: SearchPipeline, cfg
                             v, tr = videos[vid], truth[vid]
                             g = judge.grade(intent, v, tr)
                             pair_grades[(normalize(clean), vid)] = g
-                            o = clicks.outcome(pos, g, v, tr, u, ts, rng)
+                            o = clicks.outcome(pos, g, v, tr, u, ts, brng)
                             snap = {"rank_score": h["rank_score"], "rank_features": h["rank_features"], "relevance": h["relevance"],
                                     "relevance_score": h["relevance_score"], "grade_pred": h["grade_pred"], "sources": h["sources"],
                                     "t1_video": {"impressions": t1[vid][0], "clicks": t1[vid][1], "valid_plays": t1[vid][2]},
@@ -292,9 +296,9 @@ def simulate(catalog: str | Path, out: str | Path, pipeline: SearchPipeline, cfg
                             break
                         # Reformulate the way users do: fix the typo, or add the artist.
                         sc = cfg["sessions"]
-                        if noise_kind and rng.random() < float(sc["reformulate_noisy"]):
+                        if noise_kind and brng.random() < float(sc["reformulate_noisy"]):
                             query, noise_kind = clean, ""
-                        elif intent.kind == "song" and rng.random() < float(sc["reformulate_song_to_artist_song"]) and intent.song_artists:
+                        elif intent.kind == "song" and brng.random() < float(sc["reformulate_song_to_artist_song"]) and intent.song_artists:
                             clean = f"{intent.song_artists[0]} {intent.song}"
                             intent = QueryIntent("artist_song", artist=intent.song_artists[0], song=intent.song,
                                                  song_artists=intent.song_artists, surface_terms=[intent.song_artists[0], intent.song])
@@ -302,7 +306,7 @@ def simulate(catalog: str | Path, out: str | Path, pipeline: SearchPipeline, cfg
                         else:
                             break
                         summ.reformulations += 1
-                        ts = round(ts + rng.uniform(5, 60), 3)
+                        ts = round(ts + brng.uniform(5, 60), 3)
                     ses_f.write(json.dumps({"session_id": sid, "user_id": u.user_id, "day": day, "queries": queries_done},
                                            ensure_ascii=False) + "\n")
                 # T+1: today's counters become tomorrow's daily statistics.
