@@ -1,6 +1,6 @@
 """Serving latency of the ranking models: one batch of N candidates (default 500) on one core.
 
-    python benchmarks/bench_ranking.py [--model var/models/ranker.pt] [--n 500] [--reps 50]
+    python benchmarks/bench_ranking.py [--model var/models/ranker.pt] [--n 500] [--reps 50] [--runs 5]
 
 Times, per architecture: the model forward alone; the features alone; "score" = features +
 forward, what it costs to score one request's candidates (the issue's < 5 ms target); and the
@@ -66,11 +66,36 @@ def behaviour_state(n: int, rng: np.random.Generator) -> BehaviourState:
     return st
 
 
+def measure(label: str, path: str, args: argparse.Namespace, rng: np.random.Generator) -> dict:
+    r = LearnedRanker({"model_path": path, "num_threads": 1})
+    r.state = behaviour_state(args.n, rng)
+    inp = candidates(args.n, rng)
+    ctx = r.contexts(inp, inp.candidates)
+    dense, sparse = r.builder.transform(ctx)
+    batch = {"dense": torch.from_numpy(dense), "sparse": torch.from_numpy(sparse)}
+    fwd, feat, score, stage = [], [], [], []
+    with torch.no_grad():
+        for i in range(args.reps + 5):
+            t = time.perf_counter(); r.model(batch); t1 = time.perf_counter()
+            r.builder.transform(ctx); t2 = time.perf_counter()
+            r.score(r.contexts(inp, inp.candidates)); t3 = time.perf_counter()
+            r.run(candidates(args.n, np.random.default_rng(i)) if i == 0 else inp); t4 = time.perf_counter()
+            if i >= 5:
+                fwd.append((t1 - t) * 1000); feat.append((t2 - t1) * 1000); score.append((t3 - t2) * 1000)
+                stage.append((t4 - t3) * 1000)
+    return {"model": label, "arch": r.model.name, "n": args.n, "params": sum(p.numel() for p in r.model.parameters()),
+            "forward_ms_median": round(statistics.median(fwd), 3), "forward_ms_p95": round(float(np.percentile(fwd, 95)), 3),
+            "forward_ms_min": round(min(fwd), 3), "features_ms_median": round(statistics.median(feat), 2),
+            "score_ms_median": round(statistics.median(score), 2), "score_ms_p95": round(float(np.percentile(score, 95)), 2),
+            "stage_ms_median": round(statistics.median(stage), 2)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", help="a trained model file (mvsearch ranking train); default: every architecture, random weights")
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--reps", type=int, default=50)
+    ap.add_argument("--runs", type=int, default=1, help="repeat the whole measurement; report the median of the run medians and their range")
     ap.add_argument("--out", default="benchmarks/results/bench_ranking.json")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -90,36 +115,28 @@ def main() -> int:
             done.add(spec["model"])
             s = schema if spec["model"] != "deepfm" else InputSchema(schema.dense, schema.sparse, ["ctr"], 10)
             files.append((spec["label"], str(save_model(tmp / f"{spec['model']}.pt", build_model(spec["model"], s, **spec["params"]), builder))))
+    # --runs K repeats the whole measurement, models interleaved, and reports the median of the
+    # per-run medians and their range: on a shared VM one run's medians move by ~1 ms.
+    runs: dict[str, list[dict]] = {label: [] for label, _ in files}
+    for _ in range(args.runs):
+        for label, path in files:
+            runs[label].append(measure(label, path, args, rng))
     rows = []
-    for label, path in files:
-        r = LearnedRanker({"model_path": path, "num_threads": 1})
-        r.state = behaviour_state(args.n, rng)
-        inp = candidates(args.n, rng)
-        ctx = r.contexts(inp, inp.candidates)
-        dense, sparse = r.builder.transform(ctx)
-        batch = {"dense": torch.from_numpy(dense), "sparse": torch.from_numpy(sparse)}
-        fwd, feat, score, stage = [], [], [], []
-        with torch.no_grad():
-            for i in range(args.reps + 5):
-                t = time.perf_counter(); r.model(batch); t1 = time.perf_counter()
-                r.builder.transform(ctx); t2 = time.perf_counter()
-                r.score(r.contexts(inp, inp.candidates)); t3 = time.perf_counter()
-                r.run(candidates(args.n, np.random.default_rng(i)) if i == 0 else inp); t4 = time.perf_counter()
-                if i >= 5:
-                    fwd.append((t1 - t) * 1000); feat.append((t2 - t1) * 1000); score.append((t3 - t2) * 1000)
-                    stage.append((t4 - t3) * 1000)
-        rows.append({"model": label, "arch": r.model.name, "n": args.n, "params": sum(p.numel() for p in r.model.parameters()),
-                     "forward_ms_median": round(statistics.median(fwd), 3), "forward_ms_p95": round(float(np.percentile(fwd, 95)), 3), "forward_ms_min": round(min(fwd), 3),
-                     "features_ms_median": round(statistics.median(feat), 2), "score_ms_median": round(statistics.median(score), 2),
-                     "score_ms_p95": round(float(np.percentile(score, 95)), 2), "stage_ms_median": round(statistics.median(stage), 2)})
+    for label, per in runs.items():
+        row = dict(per[0])
+        for k in [k for k in row if k.endswith(("_median", "_p95", "_min"))]:
+            row[k] = round(statistics.median(x[k] for x in per), 3)
+        row["score_ms_median_per_run"] = [x["score_ms_median"] for x in per]
+        rows.append(row)
     print(f"{'model':13s} {'arch':14s} {'params':>8s} {'forward ms (median/p95/min)':>30s} {'features ms':>12s} {'score ms (median/p95)':>22s} {'whole stage ms':>15s}   ({args.n} candidates, 1 thread)")
     for x in rows:
         print(f"{x['model']:13s} {x['arch']:14s} {x['params']:8d} {x['forward_ms_median']:>10.3f} / {x['forward_ms_p95']:<7.3f}/ {x['forward_ms_min']:<7.3f}"
-              f"{x['features_ms_median']:12.2f} {x['score_ms_median']:>12.2f} / {x['score_ms_p95']:<7.2f} {x['stage_ms_median']:15.2f}")
+              f"{x['features_ms_median']:12.2f} {x['score_ms_median']:>12.2f} / {x['score_ms_p95']:<7.2f} {x['stage_ms_median']:15.2f}"
+              + (f"   score median per run {min(x['score_ms_median_per_run']):.2f}–{max(x['score_ms_median_per_run']):.2f}" if args.runs > 1 else ""))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmpf = out.with_suffix(f".tmp{os.getpid()}")
-    tmpf.write_text(json.dumps({"n": args.n, "reps": args.reps, "threads": 1, "load_average": os.getloadavg()[0], "rows": rows}, indent=1), encoding="utf-8")
+    tmpf.write_text(json.dumps({"n": args.n, "reps": args.reps, "threads": 1, "runs": args.runs, "load_average": os.getloadavg()[0], "rows": rows}, indent=1), encoding="utf-8")
     os.replace(tmpf, out)
     print(f"→ {out}   (load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores: medians rise with it, min ≈ unloaded)")
     return 0
