@@ -53,11 +53,14 @@ def apply_logged_vectors(rows: list[Any], builder: FeatureBuilder, dense: np.nda
     sees exactly what serving saw. Returns how many rows used a logged vector."""
     names = builder.dense_names()
     fields = [f"sparse.{k}" for k in builder.vocabs]
+    age_col = names.index("example_age")
     n = 0
     for i, r in enumerate(rows):
         v = r.logged_vector
         if v and all(k in v for k in names) and all(k in v for k in fields):
+            age = dense[i, age_col]          # example age is the training run's (serving logged 0)
             dense[i] = [v[k] for k in names]
+            dense[i, age_col] = age
             sparse[i] = [int(v[k]) for k in fields]
             n += 1
     return n
@@ -109,7 +112,12 @@ def prepare_dataset(logs_dir: str | Path, understand: Callable[[str], QueryInfo]
         by = {s: [r for r in rows if r.split == s] for s in ("train", "validation", "test")}
         if not by["train"] or not by["test"]:
             raise ValueError(f"{logs}: need train and test impressions (got {({k: len(v) for k, v in by.items()})})")
-        builder = fixed_builder or FeatureBuilder(rate_method).fit([r.context for r in by["train"]])
+        if fixed_builder is not None:
+            # the serving model's feature state, except the example-age reference: that is this training run's
+            builder = FeatureBuilder.from_dict(fixed_builder.to_dict())
+            builder.example_age_ref = max(r.context.now_ts for r in by["train"])
+        else:
+            builder = FeatureBuilder(rate_method).fit([r.context for r in by["train"]])
         splits = {s: _tabular(v, builder, use_logged=fixed_builder is not None) for s, v in by.items()}
         if progress and fixed_builder is not None:
             print(f"features: {sum(r.logged_vector is not None for r in rows)} impressions carry the serving model's logged vector", flush=True)

@@ -167,7 +167,8 @@ def context_from_snapshot(r: dict[str, Any], query: QueryInfo, doc: dict[str, An
         logged = snap.get(f"{span}_video") or {}
         getattr(vs, span).update({k: float(v) for k, v in logged.items() if k in COUNTERS})
     return ImpressionContext(query, r["video_id"], doc, dict(snap.get("relevance") or {}), float(snap.get("relevance_score") or 0.0),
-                             snap.get("grade_pred"), dict(snap.get("sources") or {}), vs, user if user is not None else frozen_profile(state.profile(r.get("user_id"))), float(r["ts"]))
+                             snap.get("grade_pred"), dict(snap.get("sources") or {}), vs, user if user is not None else frozen_profile(state.profile(r.get("user_id"))), float(r["ts"]),
+                             example_ts=float(r["ts"]))
 
 
 def replay_impressions(path: str | Path, understand: Callable[[str], QueryInfo], docs: dict[str, dict[str, Any]],

@@ -198,6 +198,7 @@ class ImpressionContext:
     stats: VideoStats
     user: UserProfile | None
     now_ts: float
+    example_ts: float | None = None    # training only: when this impression was logged (serving: None)
 
 
 RELEVANCE_KEYS = ["bm25", "coverage", "title_coverage", "entity_match", "closeness", "field_coverage"]
@@ -288,6 +289,10 @@ class FeatureBuilder:
     vocabs: dict[str, FrequencyVocab] = field(default_factory=dict)
     intent_names: list[str] = field(default_factory=list)
     edges: list[float] = field(default_factory=lambda: list(DEFAULT_EDGES))
+    # example age (seed 002 §3.2, after YouTube): training time − the time the example was logged.
+    # Fitted as the newest training impression; serving and later examples get 0, so the model
+    # learns what is stale in old examples instead of mistaking it for a property of the video.
+    example_age_ref: float | None = None
     # video_id → (doc, its raw numbers, its sparse ids): docs are read-only records shared by the
     # doc store, so while a candidate carries the very same doc object its part is reused as is.
     _doc_cache: dict[str, tuple] = field(default_factory=dict, repr=False, compare=False)
@@ -307,6 +312,8 @@ class FeatureBuilder:
                        "like": BetaPrior.fit(t1["likes"], t1["clicks"]),
                        "catalog_like": BetaPrior.fit(np.array([float(c.doc.get("like_count", 0)) for c in vs]),
                                                      np.array([float(c.doc.get("play_count", 0)) for c in vs]), min_trials=100)}
+        logged = [c.example_ts for c in contexts if c.example_ts is not None]
+        self.example_age_ref = max(logged) if logged else None
         intents: Counter = Counter(k for c in contexts for k in c.query.intents)
         self.intent_names = sorted(intents)[:16]
         sparse_vals: dict[str, list[str]] = {k: [] for k in SPARSE_FIELDS}
@@ -462,6 +469,7 @@ class FeatureBuilder:
         f["v_hd"], f["v_fullhd"] = (col["resolution"] >= 720).astype(np.float64), (col["resolution"] >= 1080).astype(np.float64)
         age = np.where(np.isnan(col["publish_ts"]), 3650.0, np.maximum(0.0, (col["now_ts"] - col["publish_ts"]) / 86400))
         f["v_age"] = np.log1p(age) / 8
+        f["example_age"] = self.example_age_column(contexts)
         put_buckets("v_catalog_plays", soft_bucket_matrix(col["play_count"], CATALOG_EDGES))
         put_rates("v_catalog_like")
         # video: T+1 and real-time behaviour
@@ -493,6 +501,13 @@ class FeatureBuilder:
         f["x_user_category"] = col["x_user_category"]
         f["x_query_artist_in_video"] = col["x_query_artist_in_video"]
         return f
+
+    def example_age_column(self, contexts: list[ImpressionContext]) -> np.ndarray:
+        """log1p(days between the example's log time and the training reference) / 5; 0 at serving."""
+        if self.example_age_ref is None:
+            return np.zeros(len(contexts))
+        ts = np.fromiter((self.example_age_ref if c.example_ts is None else c.example_ts for c in contexts), np.float64, len(contexts))
+        return np.log1p(np.maximum(0.0, self.example_age_ref - ts) / 86400) / 5
 
     def dense_raw(self, c: ImpressionContext) -> dict[str, float]:
         """One candidate's features by name (for explain and tests; batches go through `transform`)."""
@@ -532,12 +547,14 @@ class FeatureBuilder:
 
     def to_dict(self) -> dict[str, Any]:
         return {"rate_method": self.rate_method, "priors": {k: [p.alpha, p.beta] for k, p in self.priors.items()},
-                "vocabs": {k: v.to_dict() for k, v in self.vocabs.items()}, "intent_names": self.intent_names, "edges": self.edges}
+                "vocabs": {k: v.to_dict() for k, v in self.vocabs.items()}, "intent_names": self.intent_names, "edges": self.edges,
+                "example_age_ref": self.example_age_ref}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FeatureBuilder":
         return cls(d["rate_method"], {k: BetaPrior(*v) for k, v in d["priors"].items()},
-                   {k: FrequencyVocab.from_dict(v) for k, v in d["vocabs"].items()}, list(d["intent_names"]), list(d["edges"]))
+                   {k: FrequencyVocab.from_dict(v) for k, v in d["vocabs"].items()}, list(d["intent_names"]), list(d["edges"]),
+                   d.get("example_age_ref"))
 
 
 class _SnapshotBatch:

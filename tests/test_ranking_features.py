@@ -156,7 +156,10 @@ def test_training_uses_the_vector_the_learned_ranker_logged(tmp_path):
     rows, _ = replay_impressions(log, understand, DOCS)
     d2, s2 = fb.transform([r.context for r in rows])
     assert apply_logged_vectors(rows, fb, d2, s2) == 1
-    assert np.allclose(d2[2], dense[2] + 0.25, atol=1e-5) and np.array_equal(d2[3], dense[3])
+    age = fb.dense_names().index("example_age")
+    others = [j for j in range(d2.shape[1]) if j != age]
+    assert np.allclose(d2[2, others], dense[2, others] + 0.25, atol=1e-5) and np.array_equal(d2[3], dense[3])
+    assert d2[2, age] == dense[2, age] > 0              # example age is the training run's, not the logged one
 
 
 # ---------------------------------------------------------------- the vectorized builder vs the per-candidate definition
@@ -190,6 +193,8 @@ def _reference_dense(b: FeatureBuilder, c) -> dict[str, float]:
     pts = _publish_ts(d)
     age = max(0.0, (c.now_ts - pts) / 86400) if pts is not None else 3650.0
     f["v_age"] = math.log1p(age) / 8
+    ref, ets = b.example_age_ref, c.example_ts
+    f["example_age"] = math.log1p(max(0.0, ref - ets) / 86400) / 5 if ref is not None and ets is not None else 0.0
     f.update(buckets("v_catalog_plays", float(d.get("play_count") or 0), CATALOG_EDGES))
     f.update(rates("v_catalog_like", float(d.get("like_count") or 0), float(d.get("play_count") or 0), "catalog_like"))
     for span, st in (("t1", c.stats.t1), ("rt", c.stats.rt)):
@@ -247,7 +252,7 @@ def _random_contexts(n: int, seed: int = 0) -> list[ImpressionContext]:
         rel = {k: float(rng.random()) for k in RELEVANCE_KEYS[: 2 + i % 5]}
         stats = VideoStats(dict(zip(COUNTERS, counts[:4])), dict(zip(COUNTERS, counts[4:])))
         out.append(ImpressionContext(queries[i % 2], f"v{i}", doc, rel, float(rng.random()), [None, 0, 2, 3][i % 4], sources, stats,
-                                     users[i % 3], T0))
+                                     users[i % 3], T0, [None, T0 - 3 * DAY, T0 - 0.5 * DAY, T0 + DAY][i % 4]))
     return out
 
 
@@ -277,3 +282,22 @@ def test_soft_bucket_matrix_matches_soft_buckets():
     xs = np.array([0, 0.5, 1, math.expm1(1.0), math.expm1(3.5), 7, 1e3, 1e9, -3])
     m = soft_bucket_matrix(xs, DEFAULT_EDGES)
     np.testing.assert_allclose(m, [soft_buckets(x, DEFAULT_EDGES) for x in xs], atol=1e-12)
+
+
+def test_example_age_is_the_training_time_gap_and_zero_at_serving(tmp_path):
+    """The article's example age (after YouTube): newest training example 0, older ones more,
+    serving and later examples 0; the reference travels with the feature state."""
+    log = tmp_path / "imp.jsonl"
+    write_log(log)
+    rows, _ = replay_impressions(log, understand, DOCS)
+    train = [r.context for r in rows if r.split == "train"]
+    fb = FeatureBuilder().fit(train)
+    assert fb.example_age_ref == max(c.example_ts for c in train)
+    age = fb.columns([r.context for r in rows])["example_age"]
+    ts = np.array([r.context.now_ts for r in rows])
+    newest = int(np.argmax(np.where([r.split == "train" for r in rows], ts, -1)))
+    assert age[newest] == 0.0 and age[0] > 0 and all(a == 0.0 for a, r in zip(age, rows) if r.split == "test")
+    assert np.all(np.diff(age[:5]) <= 0)                                 # older train examples are older
+    served = [dataclasses.replace(r.context, example_ts=None) for r in rows]
+    assert not fb.columns(served)["example_age"].any()
+    assert FeatureBuilder.from_dict(json.loads(json.dumps(fb.to_dict()))).example_age_ref == fb.example_age_ref
