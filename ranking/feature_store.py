@@ -22,14 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from search.contracts import local_day
+
 from .features import COUNTERS, ImpressionContext, QueryInfo, UserProfile, VideoStats
-
-DAY_OFFSET_S = 8 * 3600     # days start at local midnight (UTC+8), as the simulator's do
-
-
-def day_of(ts: float, offset_s: float = DAY_OFFSET_S) -> int:
-    return int((ts + offset_s) // 86400)
-
 
 @dataclass
 class BehaviourState:
@@ -44,7 +39,7 @@ class BehaviourState:
 
     def advance_to(self, ts: float) -> None:
         """Roll the day: today's real-time counters become T+1 statistics."""
-        d = day_of(ts)
+        d = local_day(ts)
         if self.day is None:
             self.day = d
         if d > self.day:

@@ -223,6 +223,14 @@ def _top_intent(q: QueryInfo) -> str:
     return max(q.intents.items(), key=lambda kv: kv[1])[0] if q.intents else "none"
 
 
+def _video_sparse_values(vid: str, d: dict[str, Any]) -> dict[str, str]:
+    """The video's own categorical ids, in `_SPARSE_ORDER` order (the first six fields)."""
+    arts = d.get("artists") or []
+    return {"video_id": vid, "uploader": str(d.get("uploader") or ""), "artist": str(arts[0]) if arts else "",
+            "category": str(d.get("category") or ""), "language": str(d.get("language") or ""),
+            "resolution": str(d.get("resolution") or "")}
+
+
 def _plain_rates(s: np.ndarray, n: np.ndarray) -> np.ndarray:
     return np.divide(s, n, out=np.zeros_like(s, dtype=np.float64), where=n > 0)
 
@@ -340,10 +348,7 @@ class FeatureBuilder:
         raw = (d.get("duration_s") or 0, d.get("resolution") or 0, _NAN if pts is None else pts,
                d.get("play_count") or 0, d.get("like_count") or 0)
         v = self.vocabs
-        ids = tuple(v[k].index.get(x, 0) if k in v else 0 for k, x in (
-            ("video_id", vid), ("uploader", str(d.get("uploader") or "")), ("artist", str(arts[0]) if arts else ""),
-            ("category", str(d.get("category") or "")), ("language", str(d.get("language") or "")),
-            ("resolution", str(d.get("resolution") or ""))))
+        ids = tuple(v[k].index.get(x, 0) if k in v else 0 for k, x in _video_sparse_values(vid, d).items())
         if len(self._doc_cache) >= self.doc_cache_size:
             self._doc_cache.clear()
         e = self._doc_cache[vid] = (d, raw, ids, arts, str(d.get("language")), str(d.get("category")), frozenset(arts))
@@ -514,11 +519,7 @@ class FeatureBuilder:
         return {k: float(v[0]) for k, v in self.columns([c]).items()}
 
     def sparse_raw(self, c: ImpressionContext) -> dict[str, str]:
-        d = c.doc
-        arts = d.get("artists") or []
-        return {"video_id": c.video_id, "uploader": str(d.get("uploader") or ""), "artist": str(arts[0]) if arts else "",
-                "category": str(d.get("category") or ""), "language": str(d.get("language") or ""),
-                "resolution": str(d.get("resolution") or ""), "grade": str(c.grade), "top_intent": _top_intent(c.query),
+        return {**_video_sparse_values(c.video_id, c.doc), "grade": str(c.grade), "top_intent": _top_intent(c.query),
                 "query_kind": "+".join(sorted(c.query.entity_types)) or "none"}
 
     def dense_names(self) -> list[str]:

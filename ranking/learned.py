@@ -134,12 +134,10 @@ class LearnedRanker:
         q = QueryInfo.from_understood(inp.query)
         user = frozen_profile(self.state.profile(inp.user_id))
         now, st = inp.now_ts, self.state
-        if not (st.t1 or st.rt):
-            none = VideoStats()        # nothing observed yet: one shared empty record
-            return [ImpressionContext(q, c.video_id, c.doc or {}, c.relevance, c.relevance_score, c.grade, c.sources, none, user, now)
-                    for c in cands]
+        empty = VideoStats()
+        stats = st.stats_view if st.t1 or st.rt else (lambda vid: empty)   # nothing observed yet: one shared empty record
         return [ImpressionContext(q, c.video_id, c.doc or {}, c.relevance, c.relevance_score, c.grade, c.sources,
-                                  st.stats_view(c.video_id), user, now) for c in cands]
+                                  stats(c.video_id), user, now) for c in cands]
 
     def score(self, contexts: list[ImpressionContext]) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, np.ndarray]:
         assert self.model is not None and self.builder is not None

@@ -10,6 +10,14 @@ from typing import Any
 from query_understanding import UnderstoodQuery
 
 
+LOCAL_DAY_OFFSET_S = 8 * 3600   # a "day" of logs and counters starts at local midnight (UTC+8), as the simulator's do
+
+
+def local_day(ts: float) -> int:
+    """Day number of a timestamp: the unit of T+1 statistics and of train/validation/test splits."""
+    return int((ts + LOCAL_DAY_OFFSET_S) // 86400)
+
+
 @dataclass
 class Candidate:
     video_id: str

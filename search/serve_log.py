@@ -17,13 +17,12 @@ import json
 import threading
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_path
-
-DAY_OFFSET_S = 8 * 3600      # days start at local midnight (UTC+8), as the simulator's and the feature store's do
-
+from .contracts import local_day
 
 def impression_snapshot(c: Any, ranker: str) -> dict[str, Any]:
     """The `features` object of one impression: what the ranker knew when it placed `c`."""
@@ -110,7 +109,7 @@ def join_logs(log_dir: str | Path, out_dir: str | Path, validation_days: int = 1
         except (ValueError, KeyError) as err:
             raise ValueError(f"{log_dir / 'serve.jsonl'} line {n}: {err}") from err
         served.append(r)
-    days = sorted({int((r["ts"] + DAY_OFFSET_S) // 86400) for r in served})
+    days = sorted({local_day(r["ts"]) for r in served})
     test = set(days[len(days) - test_days:]) if test_days else set()
     val = set(days[max(0, len(days) - test_days - validation_days): len(days) - test_days]) if validation_days else set()
     used: set[tuple[str, str]] = set()
@@ -123,15 +122,13 @@ def join_logs(log_dir: str | Path, out_dir: str | Path, validation_days: int = 1
             key = (str(r["request_id"]), str(r["video_id"]))
             used.add(key)
             o = {**OUTCOME_FIELDS, **outcomes.get(key, {})}
-            d = int((r["ts"] + DAY_OFFSET_S) // 86400)
+            d = local_day(r["ts"])
             split = "test" if d in test else "validation" if d in val else "train"
             split_days[split].append(d)
             clicks += bool(o["clicked"])
             f.write(json.dumps({"request_id": r["request_id"], "ts": r["ts"], "user_id": r.get("user_id", ""), "query": r["query"],
                                 "video_id": r["video_id"], "position": r["position"], **o, "split": split,
                                 "features": r.get("features") or {}}, ensure_ascii=False) + "\n")
-    from datetime import datetime, timezone
-
     iso = lambda d: datetime.fromtimestamp(d * 86400, timezone.utc).date().isoformat()  # noqa: E731
     return JoinSummary(len({r["request_id"] for r in served}), len(served), clicks, len(set(outcomes) - used),
                        {s: [iso(min(v)), iso(max(v))] for s, v in split_days.items()})

@@ -8,8 +8,6 @@ import time
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("transformers")
 
 ARTISTS = ["周杰伦", "田馥甄", "林俊杰", "邓紫棋", "五月天", "陈奕迅", "王菲", "张学友"]
 ALIAS = {"周杰伦": "jay chou", "田馥甄": "hebe", "林俊杰": "jj lin", "邓紫棋": "gem", "五月天": "mayday",

@@ -8,6 +8,8 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from search.serve_log import is_valid_play
+
 from .population import User
 
 
@@ -59,14 +61,14 @@ class ClickModel:
         # Many clicks bounce within seconds (wrong video, bad first frames); fewer on good results.
         if rng.random() < float(self.play["bounce_by_grade"][grade]) * (1.4 - 0.8 * float(truth.get("quality", 0.6))):
             play = round(min(dur, rng.uniform(1.0, 20.0)), 1)
-            valid = play >= min(float(self.play["valid_play_min_s"]), float(self.play["valid_play_frac"]) * dur)
+            valid = is_valid_play(play, dur, float(self.play["valid_play_min_s"]), float(self.play["valid_play_frac"]))
             return Outcome(True, play, valid, False, False, False)
         mean = float(self.play["mean_by_grade"][grade]) * (0.7 + 0.6 * float(truth.get("quality", 0.6)))
         mean = min(0.97, max(0.02, mean))
         k = float(self.play["concentration"])
         frac = rng.betavariate(mean * k, (1 - mean) * k)
         play = round(frac * dur, 1)
-        valid = play >= min(float(self.play["valid_play_min_s"]), float(self.play["valid_play_frac"]) * dur)
+        valid = is_valid_play(play, dur, float(self.play["valid_play_min_s"]), float(self.play["valid_play_frac"]))
         liked = valid and rng.random() < float(self.out["like"]) * (1.5 if grade >= 2 else 0.3) * float(truth.get("quality", 0.6)) * 1.6
         shared = valid and rng.random() < float(self.out["share"]) * (1.0 if grade >= 2 else 0.2)
         followed = valid and rng.random() < float(self.out["follow"]) * (2.0 if set(truth.get("performers", [])) & set(user.favourite_artists) else 1.0)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +41,7 @@ def day_metrics(run: str | Path) -> dict[str, dict[int, float]]:
     grades = {(g["query"], g["video_id"]): int(g["grade"]) for g in _jsonl(run / "truth" / "grades.jsonl")}
     clean_of = {r["typed"]: r["clean"] for r in _jsonl(run / "truth" / "query_noise.jsonl")}
     summ = json.loads((run / "summary.json").read_text(encoding="utf-8"))
-    start = summ["config"]["start"]
-    from datetime import datetime
-
-    t0 = datetime.fromisoformat(start).timestamp()
+    t0 = datetime.fromisoformat(summ["config"]["start"]).timestamp()
     # sessions: the clean query of each request (reformulations change it), satisfaction
     clean_q: dict[str, str] = {}
     sat_req: dict[int, list[float]] = defaultdict(list)

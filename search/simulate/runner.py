@@ -262,11 +262,9 @@ def simulate(catalog: str | Path, out: str | Path, pipeline: SearchPipeline, cfg
                             g = judge.grade(intent, v, tr)
                             pair_grades[(normalize(clean), vid)] = g
                             o = clicks.outcome(pos, g, v, tr, u, ts, brng)
-                            snap = {"rank_score": h["rank_score"], "rank_features": h["rank_features"], "relevance": h["relevance"],
-                                    "relevance_score": h["relevance_score"], "grade_pred": h["grade_pred"], "sources": h["sources"],
+                            snap = {**{k: v for k, v in h.items() if k != "video_id"}, "ranker": ranker,
                                     "t1_video": {"impressions": t1[vid][0], "clicks": t1[vid][1], "valid_plays": t1[vid][2]},
-                                    "rt_video": {"impressions": rt[vid][0], "clicks": rt[vid][1], "valid_plays": rt[vid][2]},
-                                    "ranker": ranker}
+                                    "rt_video": {"impressions": rt[vid][0], "clicks": rt[vid][1], "valid_plays": rt[vid][2]}}
                             rec = {"request_id": rid, "ts": round(ts, 3), "user_id": u.user_id, "query": query, "video_id": vid,
                                    "position": pos, "clicked": o.clicked, "play_time_s": o.play_time_s, "liked": o.liked,
                                    "shared": o.shared, "followed": o.followed, "valid_play": o.valid_play, "session_id": sid,
